@@ -1,0 +1,65 @@
+# Tiers: `make demo` runs the demo territory; `make test` passes the whole suite.
+# Both set up everything they need on a fresh machine (venv, packages, services, Chromium).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/tiers_test
+REDIS_URL ?= redis://127.0.0.1:6379/15
+TRANSLATIONS := broker/translations
+
+.PHONY: install translations services chromium lint test test-sqlite test-postgres demo bench clean
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+translations: install
+	$(BIN)/pybabel compile --use-fuzzy -d $(TRANSLATIONS) -D messages
+
+services:
+	bash scripts/services.sh
+
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	  || { echo "could not install chromium: the browser tests cannot run"; exit 1; }; }
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The embedded default: SQLite, tasks run eagerly in-process (every test but the system tier).
+test-sqlite: install translations chromium
+	$(BIN)/pytest -m "not system" --cov --cov-report=term
+
+# PostgreSQL, Redis and a real Celery worker: the whole suite, system tier included.
+test-postgres: install translations services chromium
+	TIERS_TEST_DATABASE_URL=$(PG_URL) TIERS_SYSTEM=1 CELERY_BROKER_URL=$(REDIS_URL) \
+	  $(BIN)/pytest
+
+test: lint test-sqlite test-postgres
+
+demo: install translations
+	$(BIN)/tiers db upgrade
+	$(BIN)/tiers demo-seed
+	@echo ""
+	@echo "Tiers demo territory: http://127.0.0.1:$(PORT)/"
+	@echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local, yanis@demo.tiers.local, lea@demo.tiers.local"
+	@echo ""
+	$(BIN)/tiers run --host 127.0.0.1 --port $(PORT)
+
+bench: install services
+	$(BIN)/python bench/consent_writes.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Differentially private releases, the privacy-budget ledger and pseudonyms (later)."""

@@ -1,0 +1,53 @@
+"""Composition root: the only module that knows every package and wires them together."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from broker import config
+from common import auth, db, http, portal, tasks
+
+HERE = Path(__file__).resolve().parent
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, with `overrides` on top (tests, CLI)."""
+    app = Flask(__name__, instance_relative_config=True, instance_path=_instance_path())
+    app.config.update(config.from_env(app.instance_path))
+    app.config.update(overrides or {})
+    db.init_app(app)
+    tasks.celery_init_app(app)
+    CSRFProtect(app)
+    api = http.ProblemApi(app)
+    http.register_error_handlers(app)
+    portal.init_app(app, str(HERE / "translations"))
+
+    from broker import api as broker_api
+    from broker import tasks as _broker_tasks  # noqa: F401  (registers Celery tasks)
+    from broker import views as broker_views
+    from charter import api as charter_api
+    from charter import views as charter_views
+    from common import outbox
+    from consent import api as consent_api
+    from consent import tasks as _consent_tasks  # noqa: F401
+    from consent import views as consent_views
+
+    auth.set_resolver(app, consent_views.identity_resolver(app))
+    for blueprint in (broker_api.blp, charter_api.blp, consent_api.blp):
+        api.register_blueprint(blueprint)
+    for bp in (broker_views.bp, charter_views.bp, consent_views.bp, consent_views.accounts_bp):
+        app.register_blueprint(bp)
+    # Lower packages make upper ones act through data, never imports (shared/STYLE.md §3).
+    outbox.subscribe(app, "charter.published", "consent.sweep")
+    return app
+
+
+def _instance_path() -> str:
+    """instance/ beside the checkout unless TIERS_INSTANCE says otherwise."""
+    return os.environ.get("TIERS_INSTANCE", str(HERE.parent / "instance"))

@@ -1,0 +1,90 @@
+"""Settings from the environment. The embedded default needs none: SQLite, eager tasks.
+
+Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis or RabbitMQ).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+
+def _secret_key(instance_path: str) -> str:
+    """SECRET_KEY from the environment, else generated once and kept under instance/."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two workers starting together cannot both write a different key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def celery_settings(broker_url: str | None) -> dict[str, Any]:
+    """Celery: eager in-process without a broker; acks_late and idempotent tasks otherwise."""
+    return {
+        "broker_url": broker_url or "memory://",
+        "task_always_eager": broker_url is None,
+        "task_eager_propagates": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "broker_connection_retry_on_startup": True,
+        # A down broker must not hang a request: fail fast, the periodic relay delivers later.
+        "broker_transport_options": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        "beat_schedule": {
+            "relay-outbox": {"task": "common.relay_outbox", "schedule": 30.0},
+            "sweep-consents": {"task": "consent.sweep", "schedule": 300.0},
+        },
+    }
+
+
+def from_env(instance_path: str) -> dict[str, Any]:
+    """Every setting Tiers reads, with the embedded defaults."""
+    env = os.environ
+    return {
+        "SECRET_KEY": _secret_key(instance_path),
+        "DATABASE_URL": env.get("DATABASE_URL", f"sqlite:///{instance_path}/tiers.sqlite"),
+        "KEYS_DIR": env.get("TIERS_KEYS_DIR", str(Path(instance_path) / "keys")),
+        "ISSUER": env.get("TIERS_ISSUER", "http://127.0.0.1:5000"),
+        "SESSION_COOKIE_SECURE": env.get("TIERS_SECURE_COOKIES", "0") == "1",
+        "CELERY": celery_settings(env.get("CELERY_BROKER_URL")),
+        **defaults(),
+    }
+
+
+def defaults() -> dict[str, Any]:
+    """Settings that rarely change between deployments (tests reuse them)."""
+    return {
+        "API_TITLE": "Tiers",
+        "API_VERSION": "v1",
+        "OPENAPI_VERSION": "3.1.0",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "MAX_CONTENT_LENGTH": 64 * 1024,  # consents and charters are small; bigger is abuse
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_NAME": "tiers_session",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+        "CITIZEN_SESSION_IDLE": timedelta(minutes=30),
+        "CITIZEN_SESSION_MAX": timedelta(hours=12),
+        "SIGN_IN_MAX_FAILURES": 5,
+        "SIGN_IN_WINDOW": timedelta(minutes=15),
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the citizen session
+        "BABEL_DEFAULT_LOCALE": "fr",
+        "BABEL_DEFAULT_TIMEZONE": "Europe/Paris",
+        "LANGUAGES": ("fr", "en"),
+        "RECEIPT_KEY_PUBLISH_DAYS": 5 * 365 + 30,  # longer than any consent a charter allows
+    }

@@ -1,0 +1,1 @@
+"""The territory's charter: purposes, categories, rules and budgets, stored by version."""

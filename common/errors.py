@@ -1,0 +1,44 @@
+"""Domain errors: what services raise. No HTTP status lives here (see common.http)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class DomainError(Exception):
+    """Base of every error a service raises; `code` becomes the problem `type`."""
+
+    code = "domain-error"
+
+    def __init__(self, detail: str, *, fields: Mapping[str, Sequence[str]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fields: dict[str, list[str]] = {k: list(v) for k, v in (fields or {}).items()}
+
+
+class NotFoundError(DomainError):
+    code = "not-found"
+
+
+class ForbiddenError(DomainError):
+    code = "forbidden"
+
+
+class UnauthorizedError(DomainError):
+    code = "unauthorized"
+
+
+class ConflictError(DomainError):
+    code = "conflict"
+
+
+class InvalidInputError(DomainError):
+    code = "invalid-input"
+
+
+class TooManyRequestsError(DomainError):
+    code = "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -1,0 +1,159 @@
+"""The only place HTTP statuses live: domain errors and HTTP errors become RFC 9457 problems.
+
+/api, /oauth and /.well-known answer application/problem+json; portal paths render HTML.
+The choice is made by URL space, never by guessing from the Accept header.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import flask_smorest
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from common.errors import (
+    ConflictError,
+    DomainError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    TooManyRequestsError,
+    UnauthorizedError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR: dict[type[DomainError], int] = {
+    NotFoundError: 404,
+    ForbiddenError: 403,
+    UnauthorizedError: 401,
+    ConflictError: 409,
+    InvalidInputError: 422,
+    TooManyRequestsError: 429,
+}
+PROBLEM_PREFIXES = ("/api/", "/oauth/", "/.well-known/", "/openapi.json")
+
+
+def wants_problem_json() -> bool:
+    """Whether this request is in the machine URL space (decided by path, deterministic)."""
+    return request.path.startswith(PROBLEM_PREFIXES)
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str | None = None,
+    fields: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An RFC 9457 problem document with a stable `type` and optional per-field messages."""
+    body: dict[str, Any] = {
+        "type": f"/problems/{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if fields:
+        body["errors"] = dict(fields)
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """webargs/marshmallow nest messages by field and index; flatten to dotted paths."""
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return {prefix or "_schema": messages}
+    if isinstance(messages, Mapping):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(_flatten(value, path))
+        return flat
+    return {prefix or "_schema": [str(messages)]}
+
+
+def _http_error_response(error: HTTPException) -> Any:
+    status = error.code or 500
+    if not wants_problem_json():
+        return render_template("errors/http.html", status=status, name=error.name), status
+    fields: dict[str, list[str]] = {}
+    data = getattr(error, "data", None) or {}
+    for location, by_field in (data.get("messages") or {}).items():
+        if location == "json" and isinstance(by_field, Mapping):
+            fields.update(_flatten(by_field))
+        else:
+            fields.update(_flatten(by_field, "" if location in ("json", "form") else location))
+    if fields:
+        detail = "The request is not valid."
+        if "_schema" in fields and any("Invalid JSON" in m for m in fields["_schema"]):
+            return problem(400, "invalid-json", "The body is not valid JSON.")
+        return problem(422, "invalid-input", detail, fields)
+    detail = error.description if isinstance(error.description, str) else None
+    code = (error.name or "error").lower().replace(" ", "-")
+    allowed = getattr(error, "valid_methods", None)
+    return problem(status, code, detail, headers={"Allow": ", ".join(allowed)} if allowed else None)
+
+
+class ProblemApi(flask_smorest.Api):  # type: ignore[misc]
+    """flask-smorest registers an app-wide HTTPException handler; make it answer RFC 9457."""
+
+    def handle_http_exception(self, error: HTTPException) -> Any:
+        return _http_error_response(error)
+
+
+def _on_domain_error(error: DomainError) -> Any:
+    status = next((s for cls, s in STATUS_FOR.items() if isinstance(error, cls)), 400)
+    headers = (
+        {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyRequestsError) else {}
+    )
+    if wants_problem_json():
+        return problem(status, error.code, error.detail, error.fields, headers=headers)
+    return render_template("errors/domain.html", error=error, status=status), status, headers
+
+
+def _on_csrf_error(error: CSRFError) -> Any:
+    if wants_problem_json():
+        return problem(403, "csrf-failed", "The CSRF token is missing or not valid.")
+    return render_template("errors/http.html", status=403, name=error.description), 403
+
+
+def _on_unexpected(error: Exception) -> Any:
+    # Bugs are logged with their traceback; the client gets no internals.
+    log.exception("unhandled error", exc_info=error)
+    if wants_problem_json():
+        return problem(500, "internal-error", "Something went wrong on our side.")
+    return render_template("errors/http.html", status=500, name="Internal Server Error"), 500
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map every error to a problem (API) or a page (portal); call after ProblemApi(app)."""
+    app.register_error_handler(DomainError, _on_domain_error)
+    app.register_error_handler(CSRFError, _on_csrf_error)
+    app.register_error_handler(HTTPException, _http_error_response)
+    if not app.testing:
+        app.register_error_handler(Exception, _on_unexpected)

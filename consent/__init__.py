@@ -1,0 +1,1 @@
+"""Citizens, their consents (events + projection), receipts and exports."""

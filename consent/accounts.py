@@ -1,0 +1,200 @@
+"""Citizens' accounts: sign-up, sign-in (rate-limited), server-side sessions that expire.
+
+Passwords are hashed with Argon2id; the subject id, never the e-mail, identifies a citizen
+everywhere else in Tiers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit import service as audit
+from common.clock import utcnow
+from common.errors import ConflictError, InvalidInputError
+from common.settings import keyed_tag
+from consent.models import Citizen, CitizenSession, SignInFailure
+
+_hasher = PasswordHasher()  # Argon2id with argon2-cffi's RFC 9106 "low memory" profile
+# Verified against when the e-mail is unknown, so timing does not reveal which accounts exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+MIN_PASSWORD = 12
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle: timedelta
+    max_age: timedelta
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    max_failures: int
+    window: timedelta
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def sign_up(session: Session, *, email: str, password: str, language: str = "fr") -> Citizen:
+    """Create an account with a fresh pseudonymous subject id. Conflict if the e-mail is taken."""
+    email = normalize_email(email)
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInputError(
+            "The password is too short.",
+            fields={"password": [f"At least {MIN_PASSWORD} characters."]},
+        )
+    if session.scalar(select(Citizen.id).where(Citizen.email == email)) is not None:
+        raise ConflictError(
+            "An account already exists for this address.",
+            fields={"email": ["An account already exists for this address."]},
+        )
+    citizen = Citizen(
+        id=uuid.uuid4(),
+        email=email,
+        password_hash=_hasher.hash(password),
+        subject_id=uuid.uuid4(),
+        language=language,
+    )
+    session.add(citizen)
+    session.flush()
+    audit.append(
+        session, event="consent:citizen:sign_up", actor="citizen", subject_id=citizen.subject_id
+    )
+    return citizen
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The outcome of a sign-in. A refusal is returned, not raised, so that the failure and its
+    audit entry commit (a raised error would roll them back and defeat the rate limit)."""
+
+    citizen: Citizen | None
+    refusal: str | None = None  # "bad_credentials" | "rate_limited"
+    retry_after: int = 0
+
+
+def authenticate(
+    session: Session, *, email: str, password: str, client: str, limit: RateLimit
+) -> SignIn:
+    """Check a password. Failures are counted per address and per client; past `limit`
+    every attempt is refused until the window passes, even with the right password."""
+    email = normalize_email(email)
+    email_tag = keyed_tag("sign-in-email", email)
+    client_tag = keyed_tag("sign-in-client", client)
+    since = utcnow() - limit.window
+    recent = session.scalar(
+        select(func.count(SignInFailure.id)).where(
+            SignInFailure.occurred_at >= since, SignInFailure.email_tag == email_tag
+        )
+    )
+    from_client = session.scalar(
+        select(func.count(SignInFailure.id)).where(
+            SignInFailure.occurred_at >= since, SignInFailure.client_tag == client_tag
+        )
+    )
+    if (recent or 0) >= limit.max_failures or (from_client or 0) >= 4 * limit.max_failures:
+        audit.append(
+            session,
+            event="consent:citizen:sign_in",
+            actor="anonymous",
+            decision="deny",
+            reason="rate_limited",
+        )
+        return SignIn(None, "rate_limited", int(limit.window.total_seconds()))
+    citizen = session.scalar(select(Citizen).where(Citizen.email == email))
+    if citizen is None:
+        _verify(_DUMMY_HASH, password)  # unknown accounts must not answer faster
+    if citizen is None or not _verify(citizen.password_hash, password):
+        session.add(SignInFailure(email_tag=email_tag, client_tag=client_tag, occurred_at=utcnow()))
+        audit.append(
+            session,
+            event="consent:citizen:sign_in",
+            actor="anonymous",
+            subject_id=citizen.subject_id if citizen else None,
+            decision="deny",
+            reason="bad_credentials",
+        )
+        return SignIn(None, "bad_credentials")
+    if _hasher.check_needs_rehash(citizen.password_hash):
+        citizen.password_hash = _hasher.hash(password)
+    audit.append(
+        session,
+        event="consent:citizen:sign_in",
+        actor="citizen",
+        subject_id=citizen.subject_id,
+        decision="permit",
+    )
+    return SignIn(citizen)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(session: Session, citizen: Citizen, *, policy: SessionPolicy) -> str:
+    """Open a browser session; returns the token for the cookie (only its hash is stored)."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(
+        CitizenSession(
+            token_hash=_token_hash(token),
+            citizen_id=citizen.id,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + policy.max_age,
+            ended_at=None,
+        )
+    )
+    return token
+
+
+def resolve_session(session: Session, token: str, *, policy: SessionPolicy) -> Citizen | None:
+    """The citizen of a live session, sliding its idle timeout; None if ended or expired."""
+    row = session.get(CitizenSession, _token_hash(token))
+    now = utcnow()
+    if row is None or row.ended_at is not None:
+        return None
+    if now >= row.expires_at or now >= row.last_seen_at + policy.idle:
+        return None
+    # Write the sliding timestamp at most once a minute: reads stay cheap.
+    if now - row.last_seen_at > timedelta(minutes=1):
+        row.last_seen_at = now
+    return session.get(Citizen, row.citizen_id)
+
+
+def end_session(session: Session, token: str) -> None:
+    """Sign out: the session is dead server-side, whatever the browser keeps."""
+    row = session.get(CitizenSession, _token_hash(token))
+    if row is not None and row.ended_at is None:
+        row.ended_at = utcnow()
+        citizen = session.get(Citizen, row.citizen_id)
+        audit.append(
+            session,
+            event="consent:citizen:sign_out",
+            actor="citizen",
+            subject_id=citizen.subject_id if citizen else None,
+        )
+
+
+def set_language(session: Session, citizen_id: uuid.UUID, language: str) -> None:
+    """Remember the citizen's portal language."""
+    citizen = session.get(Citizen, citizen_id)
+    if citizen is not None and language in ("fr", "en"):
+        citizen.language = language

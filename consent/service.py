@@ -1,0 +1,514 @@
+"""Consents: give, renew, withdraw, expire, supersede; receipts and DPV / ISO 27560 exports.
+
+Each change appends a ConsentEvent, updates the projection, signs a new receipt, writes an
+audit entry and an outbox message, all in the caller's transaction (effective at commit).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from audit import service as audit
+from charter import service as charters
+from charter.document import CharterDocument, Purpose, notice_hash, terms_hash
+from common import outbox
+from common.clock import utcnow
+from common.errors import ConflictError, InvalidInputError, NotFoundError
+from common.keyring import app_keyring, sign
+from common.settings import setting
+from consent.models import (
+    Consent,
+    ConsentEvent,
+    ConsentStatus,
+    EventType,
+    Mode,
+    RecipientKind,
+)
+
+LEGAL_BASIS = "dpv:ExplicitlyExpressedConsent"  # GDPR art. 6-1-a, given by an explicit act
+LANGUAGES = ("fr", "en")
+DPV_STATUS = {
+    EventType.GIVEN: "dpv:ConsentGiven",
+    EventType.RENEWED: "dpv:RenewedConsentGiven",
+    EventType.WITHDRAWN: "dpv:ConsentWithdrawn",
+    EventType.EXPIRED: "dpv:ConsentExpired",
+    EventType.SUPERSEDED: "dpv:ConsentInvalidated",
+}
+STATUS_AFTER = {
+    EventType.GIVEN: ConsentStatus.GIVEN,
+    EventType.RENEWED: ConsentStatus.GIVEN,
+    EventType.WITHDRAWN: ConsentStatus.WITHDRAWN,
+    EventType.EXPIRED: ConsentStatus.EXPIRED,
+    EventType.SUPERSEDED: ConsentStatus.SUPERSEDED,
+}
+
+
+@dataclass(frozen=True)
+class GiveConsent:
+    """A citizen's consent to one purpose, for one recipient, in one mode.
+
+    Empty `data_categories` means all of the purpose's; no `duration_days` means the
+    charter's maximum for that purpose; `notice_hash`, when given, must be the notice
+    this charter renders (the proof of what the citizen was shown).
+    """
+
+    subject_id: uuid.UUID
+    purpose_id: str
+    terms_hash: str
+    recipient_id: str
+    language: str = "fr"
+    mode: Mode | None = None
+    data_categories: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    duration_days: int | None = None
+    notice_hash: str | None = None
+    method: str = "portal"
+
+
+@dataclass(frozen=True)
+class RenewConsent:
+    """Renew a consent under the current terms, for the same recipient and mode."""
+
+    subject_id: uuid.UUID
+    consent_id: uuid.UUID
+    terms_hash: str
+    language: str = "fr"
+    duration_days: int | None = None
+    notice_hash: str | None = None
+    method: str = "portal"
+
+
+def _check_terms(
+    doc: CharterDocument,
+    purpose: Purpose,
+    *,
+    terms: str,
+    language: str,
+    shown_notice: str | None,
+    duration_days: int | None,
+    errors: dict[str, list[str]],
+) -> None:
+    if terms != terms_hash(purpose):
+        errors["terms_hash"] = [
+            f"These are not the terms of charter {doc.version}; read them again."
+        ]
+    if language not in LANGUAGES:
+        errors["language"] = ['Must be "fr" or "en".']
+    elif shown_notice is not None and shown_notice != notice_hash(doc, purpose, language):
+        errors["notice_hash"] = ["This is not the notice of the current charter."]
+    if duration_days is not None and not 1 <= duration_days <= purpose.consent_max_days:
+        errors["duration_days"] = [
+            f"The charter allows from 1 to {purpose.consent_max_days} days for this purpose."
+        ]
+
+
+def _recipient_kind(purpose: Purpose) -> RecipientKind:
+    return RecipientKind.ORGANISATION if purpose.recipients == "named" else RecipientKind.CATEGORY
+
+
+def give(session: Session, command: GiveConsent) -> Consent:
+    """Record a consent under the current charter; effective at commit.
+
+    InvalidInputError lists every field the charter refuses; ConflictError if the same
+    consent (purpose, recipient, mode) is already in force: renew it instead.
+    """
+    charter = charters.current(session)
+    doc = charter.doc
+    purpose = charter.require_purpose(command.purpose_id)
+    errors: dict[str, list[str]] = {}
+    _check_terms(
+        doc,
+        purpose,
+        terms=command.terms_hash,
+        language=command.language,
+        shown_notice=command.notice_hash,
+        duration_days=command.duration_days,
+        errors=errors,
+    )
+    kind = _recipient_kind(purpose)
+    allowed = (
+        [r.id for r in purpose.named_reusers]
+        if kind is RecipientKind.ORGANISATION
+        else list(purpose.reuser_categories)
+    )
+    if command.recipient_id not in allowed:
+        errors["recipient_id"] = [f"Must be one of: {', '.join(allowed)}."]
+    modes = list(purpose.modes)
+    mode = command.mode or (Mode(modes[0]) if len(modes) == 1 else None)
+    if mode is None or mode.value not in modes:
+        errors["mode"] = [f"Must be one of: {', '.join(modes)}."]
+    unknown = sorted(set(command.data_categories) - set(purpose.data_categories))
+    if unknown:
+        errors["data_categories"] = [f"Not covered by this purpose: {', '.join(unknown)}."]
+    if errors:
+        raise InvalidInputError("The consent does not fit the charter.", fields=errors)
+    assert mode is not None  # noqa: S101 (checked above; for the type checker)
+
+    now = utcnow()
+    days = command.duration_days or purpose.consent_max_days
+    consent = Consent(
+        id=uuid.uuid4(),
+        subject_id=command.subject_id,
+        purpose_id=purpose.id,
+        recipient_kind=kind,
+        recipient_id=command.recipient_id,
+        mode=mode,
+        data_categories=list(command.data_categories or purpose.data_categories),
+        datasets=list(command.datasets),
+        legal_basis=LEGAL_BASIS,
+        method=command.method,
+        language=command.language,
+        charter_version=doc.version,
+        terms_hash=terms_hash(purpose),
+        notice_hash=notice_hash(doc, purpose, command.language),
+        status=ConsentStatus.GIVEN,
+        given_at=now,
+        expires_at=now + timedelta(days=days),
+        withdrawn_at=None,
+        ended_at=None,
+        receipt="",
+    )
+    session.add(consent)
+    try:
+        session.flush()  # the partial unique index decides races between two gives
+    except IntegrityError as exc:
+        raise ConflictError(
+            "A consent for this purpose, recipient and mode is already in force; renew it."
+        ) from exc
+    _record(session, consent, EventType.GIVEN, method=command.method, actor="citizen", at=now)
+    return consent
+
+
+def renew(session: Session, command: RenewConsent) -> Consent:
+    """Renew under the current terms in one step; the new expiry counts from now.
+
+    A withdrawn consent is not renewed (the citizen gives a new one). NotFoundError for a
+    consent that is not the citizen's.
+    """
+    consent = get_for_subject(session, command.subject_id, command.consent_id, lock=True)
+    if consent.status is ConsentStatus.WITHDRAWN:
+        raise ConflictError("A withdrawn consent cannot be renewed; give a new one.")
+    charter = charters.current(session)
+    purpose = charter.doc.purpose(consent.purpose_id)
+    if purpose is None:
+        raise ConflictError("This purpose is no longer in the charter.")
+    errors: dict[str, list[str]] = {}
+    _check_terms(
+        charter.doc,
+        purpose,
+        terms=command.terms_hash,
+        language=command.language,
+        shown_notice=command.notice_hash,
+        duration_days=command.duration_days,
+        errors=errors,
+    )
+    if errors:
+        raise InvalidInputError("The renewal does not fit the charter.", fields=errors)
+    now = utcnow()
+    consent.charter_version = charter.version
+    consent.terms_hash = terms_hash(purpose)
+    consent.language = command.language
+    consent.notice_hash = notice_hash(charter.doc, purpose, command.language)
+    consent.expires_at = now + timedelta(days=command.duration_days or purpose.consent_max_days)
+    consent.ended_at = None
+    try:
+        _record(session, consent, EventType.RENEWED, method=command.method, actor="citizen", at=now)
+    except IntegrityError as exc:
+        raise ConflictError("Another consent for this purpose is already in force.") from exc
+    return consent
+
+
+def withdraw(
+    session: Session, *, subject_id: uuid.UUID, consent_id: uuid.UUID, method: str
+) -> Consent:
+    """Withdraw; effective at commit. Idempotent: a consent no longer in force is returned
+    as it is. NotFoundError for someone else's consent (no IDOR)."""
+    consent = get_for_subject(session, subject_id, consent_id, lock=True)
+    if consent.status is not ConsentStatus.GIVEN:
+        return consent
+    _record(session, consent, EventType.WITHDRAWN, method=method, actor="citizen", at=utcnow())
+    return consent
+
+
+def sweep(session: Session) -> dict[str, int]:
+    """End what time has ended: consents past their expiry become `expired`, consents under
+    terms that a later charter version changed become `superseded` once its grace period
+    is over. Idempotent; run by Celery beat."""
+    now = utcnow()
+    counts = {"expired": 0, "superseded": 0}
+    in_force = session.scalars(
+        select(Consent).where(Consent.status == ConsentStatus.GIVEN).with_for_update()
+    ).all()
+    deadlines = _supersede_deadlines(session)
+    for consent in in_force:
+        if consent.expires_at <= now:
+            _record(session, consent, EventType.EXPIRED, method="system", actor="system", at=now)
+            counts["expired"] += 1
+            continue
+        deadline = deadlines(consent)
+        if deadline is not None and deadline <= now:
+            _record(session, consent, EventType.SUPERSEDED, method="system", actor="system", at=now)
+            counts["superseded"] += 1
+    return counts
+
+
+def _supersede_deadlines(session: Session) -> Any:
+    """For a consent: when the first version that changed (or dropped) its purpose's terms,
+    published after the consent's terms, ends its grace period; None if none did."""
+    history = [charters.get_version(session, row.version) for row in charters.versions(session)]
+
+    def deadline(consent: Consent) -> datetime | None:
+        start = next(
+            (i for i, c in enumerate(history) if c.version == consent.charter_version), None
+        )
+        for charter in history[(start or 0) + 1 :]:
+            if charter.row.terms_hashes.get(consent.purpose_id) != consent.terms_hash:
+                return charter.supersede_deadline()
+        return None
+
+    return deadline
+
+
+def _record(
+    session: Session, consent: Consent, kind: EventType, *, method: str, actor: str, at: datetime
+) -> None:
+    """Append the event, move the projection, re-sign the receipt, audit, and publish."""
+    seq = len(consent.events) + 1
+    consent.events.append(
+        ConsentEvent(
+            id=uuid.uuid4(),
+            seq=seq,
+            type=kind,
+            method=method,
+            actor=actor,
+            occurred_at=at,
+            charter_version=consent.charter_version,
+            terms_hash=consent.terms_hash,
+            notice_hash=consent.notice_hash,
+            expires_at=consent.expires_at,
+        )
+    )
+    _project(consent, consent.events[-1])
+    consent.receipt = _sign_receipt(consent)
+    session.flush()
+    audit.append(
+        session,
+        event=f"consent:consent:{_VERB[kind]}",
+        actor=actor,
+        subject_id=consent.subject_id,
+        purpose=consent.purpose_id,
+        consent_id=consent.id,
+        decision=consent.status.value,
+        detail={"method": method, "charter_version": consent.charter_version, "seq": seq},
+    )
+    outbox.publish(
+        session,
+        f"consent.{kind.value}",
+        {"consent_id": str(consent.id)},
+        idempotency_key=f"consent.{kind.value}:{consent.id}:{seq}",
+    )
+
+
+_VERB = {
+    EventType.GIVEN: "give",
+    EventType.RENEWED: "renew",
+    EventType.WITHDRAWN: "withdraw",
+    EventType.EXPIRED: "expire",
+    EventType.SUPERSEDED: "supersede",
+}
+
+
+def _project(consent: Consent, event: ConsentEvent) -> None:
+    """Apply one event to the projection (the only place the state moves)."""
+    consent.status = STATUS_AFTER[event.type]
+    consent.charter_version = event.charter_version
+    consent.terms_hash = event.terms_hash
+    consent.notice_hash = event.notice_hash
+    consent.expires_at = event.expires_at
+    if event.type is EventType.GIVEN:
+        consent.given_at = event.occurred_at
+    if event.type is EventType.WITHDRAWN:
+        consent.withdrawn_at = event.occurred_at
+    consent.ended_at = None if consent.status is ConsentStatus.GIVEN else event.occurred_at
+
+
+def replay(events: Sequence[ConsentEvent]) -> dict[str, Any]:
+    """The state that a consent's events imply, to check the stored projection against."""
+    state: dict[str, Any] = {}
+    for event in sorted(events, key=lambda e: e.seq):
+        state["status"] = STATUS_AFTER[event.type]
+        state["expires_at"] = event.expires_at
+        state["terms_hash"] = event.terms_hash
+        state["charter_version"] = event.charter_version
+        if event.type is EventType.WITHDRAWN:
+            state["withdrawn_at"] = event.occurred_at
+    return state
+
+
+def get_for_subject(
+    session: Session, subject_id: uuid.UUID, consent_id: uuid.UUID, *, lock: bool = False
+) -> Consent:
+    """One of the citizen's consents. NotFoundError if absent or someone else's (no IDOR)."""
+    consent = session.get(Consent, consent_id, with_for_update=lock)
+    if consent is None or consent.subject_id != subject_id:
+        raise NotFoundError("No such consent.")
+    return consent
+
+
+def list_for_subject(
+    session: Session, subject_id: uuid.UUID, *, statuses: Iterable[ConsentStatus] = ()
+) -> list[Consent]:
+    """The citizen's consents, newest first, optionally only in the given statuses."""
+    query = select(Consent).where(Consent.subject_id == subject_id)
+    wanted = list(statuses)
+    if wanted:
+        query = query.where(Consent.status.in_(wanted))
+    return list(session.scalars(query.order_by(Consent.given_at.desc())))
+
+
+def dpv_status(consent: Consent) -> str:
+    """The DPV consent status of the current state (RenewedConsentGiven after a renewal)."""
+    return DPV_STATUS[consent.events[-1].type] if consent.events else "dpv:ConsentUnknown"
+
+
+def record(consent: Consent) -> dict[str, Any]:
+    """The consent record as plain JSON: what the receipt signs."""
+    return {
+        "id": str(consent.id),
+        "subject": str(consent.subject_id),
+        "controller": setting("ISSUER"),
+        "purpose": {
+            "id": consent.purpose_id,
+            "charter_version": consent.charter_version,
+            "terms_hash": consent.terms_hash,
+        },
+        "notice": {"language": consent.language, "sha256": consent.notice_hash},
+        "recipient": {"kind": consent.recipient_kind.value, "id": consent.recipient_id},
+        "mode": consent.mode.value,
+        "data_categories": list(consent.data_categories),
+        "datasets": list(consent.datasets),
+        "legal_basis": consent.legal_basis,
+        "method": consent.method,
+        "status": consent.status.value,
+        "dpv_status": dpv_status(consent),
+        "given_at": consent.given_at.isoformat(),
+        "expires_at": consent.expires_at.isoformat(),
+        "withdrawn_at": consent.withdrawn_at.isoformat() if consent.withdrawn_at else None,
+        "events": len(consent.events),
+    }
+
+
+def _sign_receipt(consent: Consent) -> str:
+    now = utcnow()
+    claims = {
+        "iss": setting("ISSUER"),
+        "iat": int(now.timestamp()),
+        "jti": str(uuid.uuid4()),
+        "sub": str(consent.subject_id),
+        "consent": record(consent),
+    }
+    return sign(claims, app_keyring().active(), typ="consent-receipt+jwt")
+
+
+def to_jsonld(consent: Consent, doc: CharterDocument | None = None) -> dict[str, Any]:
+    """The record as W3C DPV / ISO/IEC TS 27560 JSON-LD, with its full event history."""
+    issuer = setting("ISSUER")
+    purpose = doc.purpose(consent.purpose_id) if doc else None
+    purpose_iri = (
+        f"{issuer}/api/v1/charter/versions/{consent.charter_version}/odrl#{consent.purpose_id}"
+    )
+    return {
+        "@context": {
+            "dpv": "https://w3id.org/dpv#",
+            "dct": "http://purl.org/dc/terms/",
+            "xsd": "http://www.w3.org/2001/XMLSchema#",
+            "tiers": f"{issuer}/ns#",
+        },
+        "@id": f"urn:uuid:{consent.id}",
+        "@type": "dpv:ConsentRecord",
+        "dct:conformsTo": "https://w3id.org/dpv/guides/consent-27560",
+        "dct:identifier": str(consent.id),
+        "dpv:hasDataSubject": {"@id": f"urn:tiers:subject:{consent.subject_id}"},
+        "dpv:hasDataController": {"@id": issuer, "@type": "dpv:DataController"},
+        "dpv:hasPurpose": {
+            "@id": purpose_iri,
+            "dct:identifier": consent.purpose_id,
+            **(
+                {
+                    "dct:title": {
+                        "@value": purpose.title.get(consent.language),
+                        "@language": consent.language,
+                    }
+                }
+                if purpose
+                else {}
+            ),
+        },
+        "dpv:hasPersonalData": [
+            {"@id": f"{issuer}/ns/data-categories/{c}"} for c in consent.data_categories
+        ],
+        "tiers:datasets": list(consent.datasets),
+        "dpv:hasRecipient": {
+            "@type": "dpv:Recipient",
+            "dct:identifier": consent.recipient_id,
+            "tiers:recipientKind": consent.recipient_kind.value,
+        },
+        "tiers:mode": consent.mode.value,
+        "dpv:hasLegalBasis": {"@id": consent.legal_basis},
+        "dpv:hasConsentStatus": {"@id": dpv_status(consent)},
+        "dpv:hasNotice": {
+            "@type": "dpv:ConsentNotice",
+            "dct:language": consent.language,
+            "tiers:sha256": consent.notice_hash,
+        },
+        "dct:language": consent.language,
+        "dpv:hasJurisdiction": {"@id": "https://w3id.org/dpv/loc#FR"},
+        "dpv:hasStorageCondition": (
+            {"@type": "dpv:StorageDuration", "dpv:hasDuration": f"P{purpose.retention_days}D"}
+            if purpose
+            else {"@type": "dpv:StorageDuration"}
+        ),
+        "dpv:hasConsentControl": {
+            "@type": "dpv:WithdrawConsent",
+            "dct:description": f"{issuer}/me/consents/{consent.id}",
+        },
+        "dpv:hasIndicationMethod": consent.method,
+        "dpv:isIndicatedAtTime": {"@value": consent.given_at.isoformat(), "@type": "xsd:dateTime"},
+        "dct:valid": f"{consent.given_at.isoformat()}/{consent.expires_at.isoformat()}",
+        "tiers:charterVersion": consent.charter_version,
+        "tiers:termsHash": consent.terms_hash,
+        "tiers:events": [
+            {
+                "dct:date": {"@value": e.occurred_at.isoformat(), "@type": "xsd:dateTime"},
+                "dpv:hasConsentStatus": {"@id": DPV_STATUS[e.type]},
+                "dpv:isIndicatedBy": e.actor,
+                "dpv:hasIndicationMethod": e.method,
+                "tiers:charterVersion": e.charter_version,
+                "tiers:termsHash": e.terms_hash,
+                "dct:valid": e.expires_at.isoformat(),
+            }
+            for e in consent.events
+        ],
+    }
+
+
+def export_all(session: Session, subject_id: uuid.UUID) -> dict[str, Any]:
+    """Every consent of one citizen as one JSON-LD document (their data portability)."""
+    doc = current_doc(session)
+    records = [to_jsonld(c, doc) for c in list_for_subject(session, subject_id)]
+    return {"@context": records[0]["@context"] if records else {}, "@graph": records}
+
+
+def current_doc(session: Session) -> CharterDocument | None:
+    try:
+        return charters.current(session).doc
+    except NotFoundError:
+        return None

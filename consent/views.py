@@ -1,0 +1,330 @@
+"""The citizen portal: account pages and "my consents". Server-rendered; CSRF on every POST
+(Flask-WTF's CSRFProtect is app-wide); each POST is one unit of work, then flash + redirect."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from marshmallow import ValidationError
+
+from charter import service as charters
+from charter.document import notice_hash, notice_text, terms_hash
+from common import auth
+from common.auth import CitizenIdentity, citizen_required, current_subject_id
+from common.db import get_session, unit_of_work
+from common.errors import ConflictError, InvalidInputError, NotFoundError
+from common.portal import select_locale
+from consent import accounts, service
+from consent.models import Mode
+from consent.schemas import SignInForm, SignUpForm
+
+accounts_bp = Blueprint("accounts", __name__, template_folder="templates")
+bp = Blueprint("consent", __name__, url_prefix="/me/consents", template_folder="templates")
+
+
+@bp.app_template_global()
+def event_label(kind: str) -> str:
+    """The citizen's words for a consent event."""
+    labels = {
+        "given": _("Consentement donné"),
+        "renewed": _("Consentement renouvelé"),
+        "withdrawn": _("Consentement retiré"),
+        "expired": _("Consentement expiré"),
+        "superseded": _("Remplacé par une nouvelle version de la charte"),
+    }
+    return labels.get(kind, kind)
+
+
+def _session_policy() -> accounts.SessionPolicy:
+    config = current_app.config
+    return accounts.SessionPolicy(
+        idle=config["CITIZEN_SESSION_IDLE"], max_age=config["CITIZEN_SESSION_MAX"]
+    )
+
+
+def identity_resolver(app: Flask) -> Callable[[str], CitizenIdentity | None]:
+    """Session token -> citizen, in a short transaction of its own (it slides the idle
+    timeout even on pages that write nothing)."""
+
+    def resolve(token: str) -> CitizenIdentity | None:
+        with app.extensions["db.sessionmaker"]() as session, session.begin():
+            citizen = accounts.resolve_session(session, token, policy=_session_policy())
+            if citizen is None:
+                return None
+            return CitizenIdentity(citizen.id, citizen.subject_id, citizen.email, citizen.language)
+
+    return resolve
+
+
+def _form(schema: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    try:
+        return schema.load(request.form.to_dict(), unknown="exclude"), {}
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
+        return {}, {str(k): [str(m) for m in v] for k, v in messages.items()}
+
+
+# --- account ---------------------------------------------------------------------------
+
+
+@accounts_bp.route("/sign-up", methods=["GET", "POST"])
+def sign_up() -> Any:
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        data, errors = _form(SignUpForm())
+        if not errors and data["password"] != data["password_again"]:
+            errors["password_again"] = [_("Les deux mots de passe ne sont pas identiques.")]
+        if not errors:
+            try:
+                with unit_of_work() as session:
+                    citizen = accounts.sign_up(
+                        session,
+                        email=data["email"],
+                        password=data["password"],
+                        language=select_locale(),
+                    )
+                    token = accounts.start_session(session, citizen, policy=_session_policy())
+            except (ConflictError, InvalidInputError) as exc:
+                errors = exc.fields
+            else:
+                auth.remember(token)
+                flash(_("Votre compte est créé. Bienvenue !"), "success")
+                return redirect(url_for("consent.index"))
+    status = 422 if errors else 200
+    return render_template(
+        "accounts/sign_up.html", errors=errors, email=request.form.get("email", "")
+    ), status
+
+
+@accounts_bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> Any:
+    errors: dict[str, list[str]] = {}
+    next_url = auth.safe_next(request.values.get("next"), url_for("consent.index"))
+    if request.method == "POST":
+        data, errors = _form(SignInForm())
+        if not errors:
+            with unit_of_work() as session:  # failures commit too: they feed the rate limit
+                outcome = accounts.authenticate(
+                    session,
+                    email=data["email"],
+                    password=data["password"],
+                    client=request.remote_addr or "unknown",
+                    limit=accounts.RateLimit(
+                        current_app.config["SIGN_IN_MAX_FAILURES"],
+                        current_app.config["SIGN_IN_WINDOW"],
+                    ),
+                )
+                token = (
+                    accounts.start_session(session, outcome.citizen, policy=_session_policy())
+                    if outcome.citizen
+                    else None
+                )
+            if token is not None:
+                auth.remember(token)
+                return redirect(next_url)
+            if outcome.refusal == "rate_limited":
+                flash(_("Trop de tentatives échouées. Réessayez dans quelques minutes."), "error")
+                return render_template(
+                    "accounts/sign_in.html", errors={}, email=data["email"], next=next_url
+                ), 429
+            errors = {"_": [_("L'adresse électronique ou le mot de passe est incorrect.")]}
+    status = 401 if errors.get("_") else (422 if errors else 200)
+    return render_template(
+        "accounts/sign_in.html", errors=errors, email=request.form.get("email", ""), next=next_url
+    ), status
+
+
+@accounts_bp.post("/sign-out")
+def sign_out() -> Response:
+    token = auth.forget()
+    if token:
+        with unit_of_work() as session:
+            accounts.end_session(session, token)
+    flash(_("Vous êtes déconnecté."), "info")
+    return redirect(url_for("portal.home"))
+
+
+@accounts_bp.get("/me")
+@citizen_required
+def me() -> str:
+    subject_id = current_subject_id()
+    consents = service.list_for_subject(get_session(), subject_id)
+    return render_template("accounts/me.html", subject_id=subject_id, consents=consents)
+
+
+# --- consents --------------------------------------------------------------------------
+
+
+@bp.get("")
+@citizen_required
+def index() -> str:
+    consents = service.list_for_subject(get_session(), current_subject_id())
+    charter = _current_charter()
+    return render_template("consent/index.html", consents=consents, charter=charter)
+
+
+def _current_charter() -> charters.Charter | None:
+    try:
+        return charters.current(get_session())
+    except NotFoundError:
+        return None
+
+
+@bp.route("/new/<purpose_id>", methods=["GET", "POST"])
+@citizen_required
+def give_form(purpose_id: str) -> Any:
+    charter = _current_charter()
+    purpose = charter.doc.purpose(purpose_id) if charter else None
+    if charter is None or purpose is None:
+        return render_template("errors/http.html", status=404, name=_("Finalité inconnue")), 404
+    lang = select_locale()
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        form = request.form
+        try:
+            duration = int(form.get("duration_days") or purpose.consent_max_days)
+        except ValueError:
+            duration = -1
+        mode_value = form.get("mode") or None
+        try:
+            with unit_of_work() as session:
+                consent = service.give(
+                    session,
+                    service.GiveConsent(
+                        subject_id=current_subject_id(),
+                        purpose_id=purpose.id,
+                        terms_hash=form.get("terms_hash", ""),
+                        notice_hash=form.get("notice_hash", ""),
+                        recipient_id=form.get("recipient_id", ""),
+                        language=form.get("language", lang),
+                        mode=Mode(mode_value)
+                        if mode_value in ("individual", "aggregate")
+                        else None,
+                        data_categories=tuple(form.getlist("data_categories")),
+                        duration_days=duration,
+                        method="portal",
+                    ),
+                )
+        except (InvalidInputError, ConflictError) as exc:
+            errors = exc.fields or {"_": [exc.detail]}
+        else:
+            flash(
+                _("Votre consentement est enregistré. Votre reçu signé est disponible."), "success"
+            )
+            return redirect(url_for("consent.detail", consent_id=consent.id))
+    return render_template(
+        "consent/give.html",
+        charter=charter,
+        purpose=purpose,
+        notice=notice_text(charter.doc, purpose, lang),
+        notice_hash=notice_hash(charter.doc, purpose, lang),
+        terms_hash=terms_hash(purpose),
+        errors=errors,
+        form=request.form,
+    ), (422 if errors else 200)
+
+
+@bp.get("/<uuid:consent_id>")
+@citizen_required
+def detail(consent_id: uuid.UUID) -> str:
+    session = get_session()
+    consent = service.get_for_subject(session, current_subject_id(), consent_id)
+    charter = _current_charter()
+    purpose = charter.doc.purpose(consent.purpose_id) if charter else None
+    lang = select_locale()
+    return render_template(
+        "consent/detail.html",
+        consent=consent,
+        charter=charter,
+        purpose=purpose,
+        renewable=purpose is not None and consent.status.value != "withdrawn",
+        terms_hash=terms_hash(purpose) if purpose else "",
+        notice_hash=notice_hash(charter.doc, purpose, lang) if charter and purpose else "",
+        terms_changed=purpose is not None and terms_hash(purpose) != consent.terms_hash,
+        dpv_status=service.dpv_status(consent),
+    )
+
+
+@bp.post("/<uuid:consent_id>/withdraw")
+@citizen_required
+def withdraw(consent_id: uuid.UUID) -> Response:
+    with unit_of_work() as session:
+        service.withdraw(
+            session, subject_id=current_subject_id(), consent_id=consent_id, method="portal"
+        )
+    flash(
+        _("Votre consentement est retiré. Plus aucun accès n'est possible à ce titre."), "success"
+    )
+    return redirect(url_for("consent.detail", consent_id=consent_id))
+
+
+@bp.post("/<uuid:consent_id>/renew")
+@citizen_required
+def renew(consent_id: uuid.UUID) -> Any:
+    form = request.form
+    try:
+        with unit_of_work() as session:
+            service.renew(
+                session,
+                service.RenewConsent(
+                    subject_id=current_subject_id(),
+                    consent_id=consent_id,
+                    terms_hash=form.get("terms_hash", ""),
+                    notice_hash=form.get("notice_hash", ""),
+                    language=form.get("language", select_locale()),
+                    method="portal",
+                ),
+            )
+    except (InvalidInputError, ConflictError) as exc:
+        flash(exc.detail, "error")
+    else:
+        flash(_("Votre consentement est renouvelé."), "success")
+    return redirect(url_for("consent.detail", consent_id=consent_id))
+
+
+@bp.get("/<uuid:consent_id>/receipt")
+@citizen_required
+def receipt(consent_id: uuid.UUID) -> Response:
+    consent = service.get_for_subject(get_session(), current_subject_id(), consent_id)
+    return Response(
+        consent.receipt,
+        mimetype="application/jose",
+        headers={"Content-Disposition": f'attachment; filename="recu-{consent.id}.jws"'},
+    )
+
+
+@bp.get("/<uuid:consent_id>/record.jsonld")
+@citizen_required
+def record(consent_id: uuid.UUID) -> Response:
+    session = get_session()
+    consent = service.get_for_subject(session, current_subject_id(), consent_id)
+    response = jsonify(service.to_jsonld(consent, service.current_doc(session)))
+    response.mimetype = "application/ld+json"
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="consentement-{consent.id}.jsonld"'
+    )
+    return response
+
+
+@bp.get("/export.jsonld")
+@citizen_required
+def export() -> Response:
+    response = jsonify(service.export_all(get_session(), current_subject_id()))
+    response.mimetype = "application/ld+json"
+    response.headers["Content-Disposition"] = 'attachment; filename="mes-consentements.jsonld"'
+    return response

@@ -1,0 +1,1 @@
+"""The policy decision point: charter + consents + request -> decision + obligations (later)."""

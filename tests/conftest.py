@@ -1,0 +1,177 @@
+"""Fixtures: the schema from migrations once, one outer transaction per test, eager Celery.
+
+TIERS_TEST_DATABASE_URL picks the database (PostgreSQL in CI's second run); the default is a
+SQLite file, the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+_INSTANCE = tempfile.mkdtemp(prefix="tiers-test-instance-")
+os.environ["TIERS_INSTANCE"] = _INSTANCE  # nothing a test does lands in the checkout
+os.environ.pop("CELERY_BROKER_URL", None) if not os.environ.get("TIERS_SYSTEM") else None
+
+from broker.app import create_app  # noqa: E402
+from broker.config import celery_settings, defaults  # noqa: E402
+from charter import service as charters  # noqa: E402
+from common import migrations  # noqa: E402
+from common.db import make_engine  # noqa: E402
+from consent import accounts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CHARTER = ROOT / "examples" / "charter.yaml"
+CHARTER_V2 = ROOT / "examples" / "charter-v2.yaml"
+ISSUER = "http://tiers.test"
+PASSWORD = "correct horse battery staple"
+
+
+def database_url() -> str:
+    return os.environ.get("TIERS_TEST_DATABASE_URL") or f"sqlite:///{_INSTANCE}/test.sqlite"
+
+
+def settings(**overrides: Any) -> dict[str, Any]:
+    """The settings every test app gets: the embedded default, with a fixed secret."""
+    return {
+        **defaults(),
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "DATABASE_URL": database_url(),
+        "KEYS_DIR": str(Path(_INSTANCE) / "keys"),
+        "ISSUER": ISSUER,
+        "CELERY": celery_settings(None),
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    engine = make_engine(database_url())
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:  # a clean schema: every run starts from nothing
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    with engine.begin() as connection:
+        migrations.upgrade(connection)  # alembic upgrade head, never create_all
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        outer = connection.begin()
+        yield connection
+        outer.rollback()
+
+
+@pytest.fixture
+def session_factory(connection: Connection) -> sessionmaker[Session]:
+    # commit() in the code under test only releases a SAVEPOINT of the outer transaction.
+    return sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+def _app(session_factory: sessionmaker[Session]) -> Flask:
+    app = create_app(settings())
+    app.extensions["db.sessionmaker"] = session_factory  # requests and tasks join the test
+    return app
+
+
+@pytest.fixture
+def arranging_app(session_factory: sessionmaker[Session]) -> Iterator[Flask]:
+    """A twin app whose context stays pushed while the test arranges and asserts.
+
+    It is a different app object on purpose: Flask reuses a pushed context of the *same* app
+    for requests, which would share `g` (session, citizen) between the test and its requests.
+    """
+    twin = _app(session_factory)
+    with twin.app_context():
+        yield twin
+
+
+@pytest.fixture
+def app(arranging_app: Flask, session_factory: sessionmaker[Session]) -> Flask:
+    return _app(session_factory)  # made last: eager Celery tasks run in its contexts
+
+
+@pytest.fixture
+def session(app: Flask, session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session of the test's transaction, for arranging and asserting."""
+    with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def charter(session: Session) -> charters.Charter:
+    loaded, _ = charters.load(session, CHARTER.read_text(encoding="utf-8"), actor="test")
+    session.commit()
+    return loaded
+
+
+@dataclass
+class SignedIn:
+    """A browser signed in as one citizen, with the CSRF header its API calls need."""
+
+    client: FlaskClient
+    subject_id: uuid.UUID
+    email: str
+    csrf: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-CSRFToken": self.csrf}
+
+
+def sign_in(app: Flask, session: Session, email: str | None = None) -> SignedIn:
+    email = email or f"citizen-{uuid.uuid4().hex[:8]}@example.org"
+    citizen = accounts.sign_up(session, email=email, password=PASSWORD)
+    token = accounts.start_session(
+        session,
+        citizen,
+        policy=accounts.SessionPolicy(
+            app.config["CITIZEN_SESSION_IDLE"], app.config["CITIZEN_SESSION_MAX"]
+        ),
+    )
+    session.commit()
+    client = app.test_client()
+    with client.session_transaction() as browser:
+        browser["sid"] = token
+    csrf = client.get("/api/v1/me").get_json()["csrf_token"]
+    return SignedIn(client, citizen.subject_id, email, csrf)
+
+
+@pytest.fixture
+def citizen(app: Flask, session: Session, charter: charters.Charter) -> SignedIn:
+    return sign_in(app, session)
+
+
+@pytest.fixture
+def other_citizen(app: Flask, session: Session, charter: charters.Charter) -> SignedIn:
+    return sign_in(app, session)
+
+
+def form_csrf(html: str) -> str:
+    """The CSRF token of the first form on a portal page."""
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+    assert match, "no csrf_token field on the page"
+    return match.group(1)

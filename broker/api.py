@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-
 from flask import Response, current_app, jsonify
 from flask_smorest import Blueprint
 
@@ -25,5 +24,3 @@ def jwks() -> Response:
     response = jsonify(app_keyring().jwks(publish_for=timedelta(days=days)))
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
-
-

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from broker.app import create_app
+from broker.service import publish_charter
 from charter import service as charters
 from charter.document import CharterInvalidError
 from common import migrations
@@ -50,7 +50,7 @@ def charter_load(path: Path) -> None:
     """Validate and publish a charter file; every error is listed, nothing stored on error."""
     try:
         with unit_of_work() as session:
-            loaded, new = charters.load(session, path.read_text(encoding="utf-8"), actor="cli")
+            loaded, new = publish_charter(session, path.read_text(encoding="utf-8"), actor="cli")
     except CharterInvalidError as exc:
         click.echo(f"{path}: {exc.detail}", err=True)
         for line in exc.errors:
@@ -96,13 +96,9 @@ def keys_rotate() -> None:
 @with_appcontext
 def keys_list() -> None:
     """Every key with its dates."""
-    for info in app_keyring().keys():
+    for info in app_keyring().all():
         retired = info.retired_at.isoformat() if info.retired_at else "active"
         click.echo(f"{info.kid}  created {info.created_at.isoformat()}  {retired}")
-
-
-def _celery_argv(*args: str) -> list[str]:
-    return ["celery", "--app", "broker.worker:celery_app", *args]
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -132,5 +128,3 @@ def demo_seed(charter_path: str) -> None:
 
     for line in demo.seed(Path(charter_path)):
         click.echo(line)
-
-

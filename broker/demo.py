@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from charter import service as charters
+from broker.service import publish_charter
 from charter.document import terms_hash
 from common.db import unit_of_work
 from consent import accounts
@@ -25,7 +25,9 @@ DEMO_CITIZENS = {
 def seed(charter_path: Path) -> Iterator[str]:
     """Publish the demo charter and create the demo citizens; yields what it did."""
     with unit_of_work() as session:
-        loaded, new = charters.load(session, charter_path.read_text(encoding="utf-8"), actor="demo")
+        loaded, new = publish_charter(
+            session, charter_path.read_text(encoding="utf-8"), actor="demo"
+        )
     yield f"charter {loaded.version} {'published' if new else 'already published'}"
     for email, wanted in DEMO_CITIZENS.items():
         with unit_of_work() as session:

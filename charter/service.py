@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit import service as audit
 from charter import document
 from charter.document import CharterDiff, CharterDocument, Purpose
 from charter.models import CharterVersion
@@ -59,8 +58,10 @@ def _wrap(row: CharterVersion) -> Charter:
     return Charter(row=row, doc=_parsed(row.sha256, row.source_yaml))
 
 
-def load(session: Session, source: str, *, actor: str) -> tuple[Charter, bool]:
+def load(session: Session, source: str) -> tuple[Charter, bool]:
     """Validate and store a charter version; returns it and whether it is new.
+
+    The charter imports nothing of ours, so the caller audits (broker.service.publish_charter).
 
     Raises CharterInvalidError listing every error (nothing stored). Loading the same
     content again is a no-op; a different content under an existing version is a conflict.
@@ -87,12 +88,6 @@ def load(session: Session, source: str, *, actor: str) -> tuple[Charter, bool]:
     )
     session.add(row)
     session.flush()
-    audit.append(
-        session,
-        event="charter:version:publish",
-        actor=actor,
-        detail={"version": doc.version, "sha256": sha256},
-    )
     outbox.publish(
         session,
         "charter.published",

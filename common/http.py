@@ -109,17 +109,16 @@ def _http_error_response(error: HTTPException) -> Any:
         else:
             fields.update(_flatten(by_field, "" if location in ("json", "form") else location))
     if fields:
-        detail = "The request is not valid."
         if "_schema" in fields and any("Invalid JSON" in m for m in fields["_schema"]):
             return problem(400, "invalid-json", "The body is not valid JSON.")
-        return problem(422, "invalid-input", detail, fields)
+        return problem(422, "invalid-input", "The request is not valid.", fields)
     detail = error.description if isinstance(error.description, str) else None
     code = (error.name or "error").lower().replace(" ", "-")
     allowed = getattr(error, "valid_methods", None)
     return problem(status, code, detail, headers={"Allow": ", ".join(allowed)} if allowed else None)
 
 
-class ProblemApi(flask_smorest.Api):  # type: ignore[misc]
+class ProblemApi(flask_smorest.Api):
     """flask-smorest registers an app-wide HTTPException handler; make it answer RFC 9457."""
 
     def handle_http_exception(self, error: HTTPException) -> Any:

@@ -91,7 +91,7 @@ class Keyring:
         tmp.write_text(json.dumps(rows, indent=2))
         tmp.replace(self.directory / _INDEX)  # atomic: readers see the old or the new index
 
-    def keys(self) -> list[KeyInfo]:
+    def all(self) -> list[KeyInfo]:
         """Every key ever made here, oldest first."""
         return self._read_index()
 

@@ -1,4 +1,4 @@
-"""Run Alembic migrations programmatically: the only way any schema is created (never create_all)."""
+"""Run Alembic migrations from code: the only way any schema is made (never create_all)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from celery import Celery, Task
 from flask import Flask
 
 
-class FlaskTask(Task):  # type: ignore[misc]
+class FlaskTask(Task):
     """Runs each task in a fresh app context of the app last configured, so an eager task
     gets its own session and unit of work, never the caller's."""
 

@@ -150,7 +150,7 @@ def sign_in() -> Any:
 
 
 @accounts_bp.post("/sign-out")
-def sign_out() -> Response:
+def sign_out() -> Any:
     token = auth.forget()
     if token:
         with unit_of_work() as session:
@@ -262,7 +262,7 @@ def detail(consent_id: uuid.UUID) -> str:
 
 @bp.post("/<uuid:consent_id>/withdraw")
 @citizen_required
-def withdraw(consent_id: uuid.UUID) -> Response:
+def withdraw(consent_id: uuid.UUID) -> Any:
     with unit_of_work() as session:
         service.withdraw(
             session, subject_id=current_subject_id(), consent_id=consent_id, method="portal"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import audit.models
-import charter.models
-import common.outbox
+import audit.models  # noqa: F401  (each import registers its tables)
+import charter.models  # noqa: F401
+import common.outbox  # noqa: F401
 import consent.models  # noqa: F401
 from common.db import Base, make_engine
 

@@ -123,7 +123,7 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture
 def charter(session: Session) -> charters.Charter:
-    loaded, _ = charters.load(session, CHARTER.read_text(encoding="utf-8"), actor="test")
+    loaded, _ = charters.load(session, CHARTER.read_text(encoding="utf-8"))
     session.commit()
     return loaded
 

@@ -19,10 +19,16 @@ from tests.conftest import ISSUER
 def body(charter, purpose_id="energy-coaching", **extra):
     purpose = charter.require_purpose(purpose_id)
     recipient = (
-        purpose.named_reusers[0].id if purpose.recipients == "named" else purpose.reuser_categories[0]
+        purpose.named_reusers[0].id
+        if purpose.recipients == "named"
+        else purpose.reuser_categories[0]
     )
-    return {"purpose_id": purpose_id, "terms_hash": terms_hash(purpose),
-            "recipient_id": recipient, **extra}
+    return {
+        "purpose_id": purpose_id,
+        "terms_hash": terms_hash(purpose),
+        "recipient_id": recipient,
+        **extra,
+    }
 
 
 def rows(session, model):
@@ -30,8 +36,9 @@ def rows(session, model):
 
 
 def give(citizen, charter, **extra):
-    response = citizen.client.post("/api/v1/consents", json=body(charter, **extra),
-                                   headers=citizen.headers)
+    response = citizen.client.post(
+        "/api/v1/consents", json=body(charter, **extra), headers=citizen.headers
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()
 
@@ -42,8 +49,9 @@ def test_a_citizen_gives_lists_and_withdraws_a_consent(citizen, charter):
     assert created["recipient"]["kind"] == "organisation"
     listed = citizen.client.get("/api/v1/consents").get_json()
     assert [c["id"] for c in listed] == [created["id"]]
-    withdrawn = citizen.client.post(f"/api/v1/consents/{created['id']}/withdraw",
-                                    headers=citizen.headers)
+    withdrawn = citizen.client.post(
+        f"/api/v1/consents/{created['id']}/withdraw", headers=citizen.headers
+    )
     assert withdrawn.status_code == 200
     assert withdrawn.get_json()["status"] == "withdrawn"
     history = citizen.client.get(f"/api/v1/consents/{created['id']}/history").get_json()
@@ -89,11 +97,14 @@ def test_a_citizen_can_neither_read_nor_withdraw_another_citizens_consent(
         other_citizen.client.get(f"/api/v1/consents/{created['id']}"),
         other_citizen.client.get(f"/api/v1/consents/{created['id']}/receipt"),
         other_citizen.client.get(f"/api/v1/consents/{created['id']}/jsonld"),
-        other_citizen.client.post(f"/api/v1/consents/{created['id']}/withdraw",
-                                  headers=other_citizen.headers),
-        other_citizen.client.post(f"/api/v1/consents/{created['id']}/renew",
-                                  json={"terms_hash": created["terms_hash"]},
-                                  headers=other_citizen.headers),
+        other_citizen.client.post(
+            f"/api/v1/consents/{created['id']}/withdraw", headers=other_citizen.headers
+        ),
+        other_citizen.client.post(
+            f"/api/v1/consents/{created['id']}/renew",
+            json={"terms_hash": created["terms_hash"]},
+            headers=other_citizen.headers,
+        ),
     ):
         assert response.status_code == 404
         assert response.mimetype == "application/problem+json"
@@ -135,26 +146,36 @@ def test_wrong_types_and_unknown_fields_get_field_messages_and_write_nothing(
     session, citizen, charter, payload, field
 ):
     before = (rows(session, Consent), rows(session, AuditEntry), rows(session, OutboxMessage))
-    response = citizen.client.post("/api/v1/consents", json={**body(charter), **payload},
-                                   headers=citizen.headers)
+    response = citizen.client.post(
+        "/api/v1/consents", json={**body(charter), **payload}, headers=citizen.headers
+    )
     assert response.status_code == 422
     problem = response.get_json()
     assert response.mimetype == "application/problem+json"
     assert problem["type"] == "/problems/invalid-input"
     assert field in problem["errors"]
-    assert (rows(session, Consent), rows(session, AuditEntry), rows(session, OutboxMessage)) == before
+    assert (
+        rows(session, Consent),
+        rows(session, AuditEntry),
+        rows(session, OutboxMessage),
+    ) == before
 
 
 def test_a_missing_required_field_is_named(citizen, charter):
-    response = citizen.client.post("/api/v1/consents", json={"purpose_id": "energy-coaching"},
-                                   headers=citizen.headers)
+    response = citizen.client.post(
+        "/api/v1/consents", json={"purpose_id": "energy-coaching"}, headers=citizen.headers
+    )
     assert response.status_code == 422
     assert {"terms_hash", "recipient_id"} <= set(response.get_json()["errors"])
 
 
 def test_bad_json_is_a_400_problem(citizen, charter):
-    response = citizen.client.post("/api/v1/consents", data="{not json",
-                                   content_type="application/json", headers=citizen.headers)
+    response = citizen.client.post(
+        "/api/v1/consents",
+        data="{not json",
+        content_type="application/json",
+        headers=citizen.headers,
+    )
     assert response.status_code == 400
     assert response.mimetype == "application/problem+json"
 
@@ -176,8 +197,8 @@ def test_an_oversized_body_is_a_413_problem(session, citizen, charter):
 
 def test_a_charter_refusal_is_a_422_problem_with_fields(citizen, charter):
     response = citizen.client.post(
-        "/api/v1/consents", json=body(charter, recipient_id="someone-else"),
-        headers=citizen.headers)
+        "/api/v1/consents", json=body(charter, recipient_id="someone-else"), headers=citizen.headers
+    )
     assert response.status_code == 422
     assert "recipient_id" in response.get_json()["errors"]
 
@@ -203,8 +224,9 @@ def test_a_down_broker_delays_delivery_but_refuses_nothing(session, citizen, cha
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(relay_outbox, "apply_async", broker_down)
-    response = citizen.client.post(f"/api/v1/consents/{created['id']}/withdraw",
-                                   headers=citizen.headers)
+    response = citizen.client.post(
+        f"/api/v1/consents/{created['id']}/withdraw", headers=citizen.headers
+    )
     assert response.status_code == 200
     pending = session.scalar(
         select(OutboxMessage).where(OutboxMessage.topic == "consent.withdrawn")

@@ -17,15 +17,22 @@ from common.clock import frozen, utcnow
 from common.errors import ConflictError, InvalidInputError, NotFoundError
 from common.outbox import OutboxMessage
 from consent import service
-from consent.models import Consent, ConsentEvent, ConsentStatus, EventType
+from consent.models import Consent, ConsentStatus, EventType
 from tests.conftest import CHARTER_V2
 
 
-def give(session: Session, charter: charters.Charter, purpose_id: str = "energy-coaching",
-         subject_id: uuid.UUID | None = None, **extra: object) -> Consent:
+def give(
+    session: Session,
+    charter: charters.Charter,
+    purpose_id: str = "energy-coaching",
+    subject_id: uuid.UUID | None = None,
+    **extra: object,
+) -> Consent:
     purpose = charter.require_purpose(purpose_id)
     recipient = (
-        purpose.named_reusers[0].id if purpose.recipients == "named" else purpose.reuser_categories[0]
+        purpose.named_reusers[0].id
+        if purpose.recipients == "named"
+        else purpose.reuser_categories[0]
     )
     command = service.GiveConsent(
         subject_id=subject_id or uuid.uuid4(),
@@ -63,7 +70,8 @@ def test_the_audit_entry_names_no_citizen_in_clear(session, charter):
     entry = session.scalar(select(AuditEntry).where(AuditEntry.consent_id == consent.id))
     assert entry is not None
     assert str(consent.subject_id) not in repr(entry.__dict__)
-    assert entry.subject_tag and len(entry.subject_tag) == 64
+    assert entry.subject_tag
+    assert len(entry.subject_tag) == 64
 
 
 def test_every_charter_refusal_is_listed_by_field(session, charter):
@@ -81,15 +89,23 @@ def test_every_charter_refusal_is_listed_by_field(session, charter):
             ),
         )
     assert set(caught.value.fields) == {
-        "terms_hash", "recipient_id", "language", "data_categories", "duration_days"
+        "terms_hash",
+        "recipient_id",
+        "language",
+        "data_categories",
+        "duration_days",
     }
     assert count(session, Consent) == 0
 
 
 def test_an_unknown_purpose_is_refused(session, charter):
     with pytest.raises(InvalidInputError) as caught:
-        service.give(session, service.GiveConsent(
-            subject_id=uuid.uuid4(), purpose_id="nope", terms_hash="0" * 64, recipient_id="x"))
+        service.give(
+            session,
+            service.GiveConsent(
+                subject_id=uuid.uuid4(), purpose_id="nope", terms_hash="0" * 64, recipient_id="x"
+            ),
+        )
     assert "purpose_id" in caught.value.fields
 
 
@@ -136,8 +152,12 @@ def test_renewal_moves_the_expiry_from_now_in_one_step(session, charter):
         consent = give(session, charter, duration_days=30)
         move_to(start + timedelta(days=20))
         purpose = charter.require_purpose("energy-coaching")
-        service.renew(session, service.RenewConsent(
-            subject_id=consent.subject_id, consent_id=consent.id, terms_hash=terms_hash(purpose)))
+        service.renew(
+            session,
+            service.RenewConsent(
+                subject_id=consent.subject_id, consent_id=consent.id, terms_hash=terms_hash(purpose)
+            ),
+        )
     assert consent.expires_at == start + timedelta(days=20 + purpose.consent_max_days)
     assert [e.type for e in consent.events] == [EventType.GIVEN, EventType.RENEWED]
     assert service.dpv_status(consent) == "dpv:RenewedConsentGiven"
@@ -147,8 +167,12 @@ def test_a_withdrawn_consent_is_not_renewed(session, charter):
     consent = give(session, charter)
     service.withdraw(session, subject_id=consent.subject_id, consent_id=consent.id, method="api")
     with pytest.raises(ConflictError):
-        service.renew(session, service.RenewConsent(
-            subject_id=consent.subject_id, consent_id=consent.id, terms_hash=consent.terms_hash))
+        service.renew(
+            session,
+            service.RenewConsent(
+                subject_id=consent.subject_id, consent_id=consent.id, terms_hash=consent.terms_hash
+            ),
+        )
 
 
 def test_the_sweep_expires_consents_past_their_date_and_only_those(session, charter):
@@ -173,7 +197,7 @@ def test_a_terms_change_supersedes_after_the_grace_period_and_unchanged_purposes
         changed = give(session, charter, purpose_id="energy-coaching")
         unchanged = give(session, charter, purpose_id="energy-observatory")
         move_to(start + timedelta(days=1))
-        v2, _ = charters.load(session, CHARTER_V2.read_text(encoding="utf-8"), actor="test")
+        v2, _ = charters.load(session, CHARTER_V2.read_text(encoding="utf-8"))
         diff = charters.diff_versions(session, charter.version, v2.version)
         assert list(diff.changed) == ["energy-coaching"]
         grace = v2.row.supersede_grace_days
@@ -190,10 +214,14 @@ def test_renewing_under_the_new_terms_saves_a_consent_from_supersession(session,
     start = utcnow()
     with frozen(start) as move_to:
         consent = give(session, charter, purpose_id="energy-coaching")
-        v2, _ = charters.load(session, CHARTER_V2.read_text(encoding="utf-8"), actor="test")
+        v2, _ = charters.load(session, CHARTER_V2.read_text(encoding="utf-8"))
         new_terms = terms_hash(v2.require_purpose("energy-coaching"))
-        service.renew(session, service.RenewConsent(
-            subject_id=consent.subject_id, consent_id=consent.id, terms_hash=new_terms))
+        service.renew(
+            session,
+            service.RenewConsent(
+                subject_id=consent.subject_id, consent_id=consent.id, terms_hash=new_terms
+            ),
+        )
         move_to(start + timedelta(days=v2.row.supersede_grace_days + 1))
         service.sweep(session)
     assert consent.status is ConsentStatus.GIVEN
@@ -239,6 +267,6 @@ def test_consents_are_listed_only_for_their_subject(session, charter):
     mine = give(session, charter)
     give(session, charter)
     assert [c.id for c in service.list_for_subject(session, mine.subject_id)] == [mine.id]
-    assert service.list_for_subject(
-        session, mine.subject_id, statuses=[ConsentStatus.WITHDRAWN]
-    ) == []
+    assert (
+        service.list_for_subject(session, mine.subject_id, statuses=[ConsentStatus.WITHDRAWN]) == []
+    )

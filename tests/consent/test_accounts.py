@@ -1,0 +1,119 @@
+"""Citizens' accounts: Argon2id hashes, pseudonymous subject ids, rate-limited sign-in,
+server-side sessions that expire."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from audit.models import AuditEntry
+from common.clock import frozen, utcnow
+from common.errors import ConflictError, InvalidInputError
+from consent import accounts
+from consent.models import Citizen, SignInFailure
+from tests.conftest import PASSWORD
+
+LIMIT = accounts.RateLimit(max_failures=3, window=timedelta(minutes=15))
+POLICY = accounts.SessionPolicy(idle=timedelta(minutes=30), max_age=timedelta(hours=12))
+
+
+def sign_in(session, email, password, client="203.0.113.7"):
+    return accounts.authenticate(
+        session, email=email, password=password, client=client, limit=LIMIT
+    )
+
+
+def test_a_new_citizen_gets_a_pseudonymous_subject_and_an_argon2id_hash(session, app):
+    citizen = accounts.sign_up(session, email="Ana@Example.org ", password=PASSWORD)
+    assert citizen.email == "ana@example.org"
+    assert citizen.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in citizen.password_hash
+    assert "ana" not in str(citizen.subject_id)
+    assert citizen.subject_id != citizen.id
+
+
+def test_an_address_is_taken_once_and_short_passwords_are_refused(session, app):
+    accounts.sign_up(session, email="a@example.org", password=PASSWORD)
+    with pytest.raises(ConflictError):
+        accounts.sign_up(session, email="A@example.org", password=PASSWORD)
+    with pytest.raises(InvalidInputError) as caught:
+        accounts.sign_up(session, email="b@example.org", password="short")
+    assert "password" in caught.value.fields
+
+
+def test_sign_in_with_the_right_password_and_refusal_with_a_wrong_one(session, app):
+    accounts.sign_up(session, email="a@example.org", password=PASSWORD)
+    assert sign_in(session, "a@example.org", PASSWORD).citizen is not None
+    refused = sign_in(session, "a@example.org", "wrong password!")
+    assert refused.citizen is None
+    assert refused.refusal == "bad_credentials"
+    unknown = sign_in(session, "nobody@example.org", PASSWORD)
+    assert unknown.refusal == "bad_credentials"  # same answer: no account enumeration
+
+
+def test_failed_sign_ins_are_rate_limited_even_with_the_right_password_then_forgiven(session, app):
+    accounts.sign_up(session, email="a@example.org", password=PASSWORD)
+    start = utcnow()
+    with frozen(start) as move_to:
+        for _ in range(LIMIT.max_failures):
+            assert sign_in(session, "a@example.org", "guess").refusal == "bad_credentials"
+        blocked = sign_in(session, "a@example.org", PASSWORD)
+        assert blocked.refusal == "rate_limited"
+        assert blocked.retry_after == 900
+        move_to(start + LIMIT.window + timedelta(seconds=1))
+        assert sign_in(session, "a@example.org", PASSWORD).citizen is not None
+    failures = session.scalar(select(func.count()).select_from(SignInFailure))
+    assert failures == LIMIT.max_failures
+    stored = session.scalars(select(SignInFailure.email_tag)).all()
+    assert all("a@example.org" not in tag for tag in stored)
+
+
+def test_every_sign_in_and_failure_is_audited_without_the_address(session, app):
+    citizen = accounts.sign_up(session, email="a@example.org", password=PASSWORD)
+    sign_in(session, "a@example.org", PASSWORD)
+    sign_in(session, "a@example.org", "nope")
+    entries = session.scalars(
+        select(AuditEntry).where(AuditEntry.event == "consent:citizen:sign_in")
+    ).all()
+    assert [e.decision for e in entries] == ["permit", "deny"]
+    assert all("a@example.org" not in repr(e.__dict__) for e in entries)
+    assert {e.subject_tag for e in entries} == {entries[0].subject_tag}
+    assert citizen.email not in repr(entries[0].detail)
+
+
+def test_sessions_expire_when_idle_and_after_their_maximum_age(session, app):
+    citizen = accounts.sign_up(session, email="a@example.org", password=PASSWORD)
+    start = utcnow()
+    with frozen(start) as move_to:
+        token = accounts.start_session(session, citizen, policy=POLICY)
+        move_to(start + timedelta(minutes=29))
+        assert accounts.resolve_session(session, token, policy=POLICY) is citizen
+        move_to(start + timedelta(minutes=29 + 31))
+        assert accounts.resolve_session(session, token, policy=POLICY) is None
+        fresh = accounts.start_session(session, citizen, policy=POLICY)
+        for minutes in range(25, 13 * 60, 25):  # active all day: the absolute limit still ends it
+            move_to(start + timedelta(minutes=60 + minutes))
+            alive = accounts.resolve_session(session, fresh, policy=POLICY)
+            if minutes >= 12 * 60:
+                assert alive is None
+                break
+            assert alive is citizen
+
+
+def test_sign_out_ends_the_session_on_the_server(session, app):
+    citizen = accounts.sign_up(session, email="a@example.org", password=PASSWORD)
+    token = accounts.start_session(session, citizen, policy=POLICY)
+    accounts.end_session(session, token)
+    assert accounts.resolve_session(session, token, policy=POLICY) is None
+    assert accounts.resolve_session(session, "forged-token", policy=POLICY) is None
+
+
+def test_no_email_is_stored_outside_the_account_table(session, app):
+    accounts.sign_up(session, email="unique-marker@example.org", password=PASSWORD)
+    sign_in(session, "unique-marker@example.org", "bad")
+    for model in (AuditEntry, SignInFailure):
+        for row in session.scalars(select(model)).all():
+            assert "unique-marker" not in repr(row.__dict__)
+    assert session.scalar(select(func.count()).select_from(Citizen)) == 1

@@ -34,8 +34,17 @@ Resolver = Callable[[str], CitizenIdentity | None]
 
 
 def set_resolver(app: Any, resolver: Resolver) -> None:
-    """Install the function that maps a session token to a citizen (broker/app.py does)."""
+    """Install the function that maps a session token to a citizen (broker/app.py does).
+
+    The citizen is resolved before the view opens its own session: on SQLite, a second
+    connection opened while the first holds the write lock would wait for itself.
+    """
     app.extensions["auth.resolver"] = resolver
+    app.before_request(_resolve_early)
+
+
+def _resolve_early() -> None:
+    current_citizen()  # returns nothing: a value here would replace the response
 
 
 def current_citizen() -> CitizenIdentity | None:

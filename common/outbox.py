@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from celery import shared_task
 from flask import Flask, current_app
-from sqlalchemy import JSON, String, event, select
+from sqlalchemy import JSON, String, event, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from common.clock import utcnow
@@ -21,6 +22,7 @@ from common.db import Base, HasId, unit_of_work
 from common.tasks import celery_app
 
 log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=5)
 
 
 class OutboxMessage(HasId, Base):
@@ -32,6 +34,7 @@ class OutboxMessage(HasId, Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     delivered_at: Mapped[datetime | None] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(default=0)
+    claimed_until: Mapped[datetime | None]
 
 
 def publish(
@@ -45,6 +48,7 @@ def publish(
         idempotency_key=idempotency_key,
         delivered_at=None,
         attempts=0,
+        claimed_until=None,
     )
     session.add(message)
     session.info["outbox_published"] = True
@@ -56,34 +60,62 @@ def subscribe(app: Flask, topic: str, task_name: str) -> None:
     app.extensions.setdefault("outbox.subscribers", {}).setdefault(topic, []).append(task_name)
 
 
-def relay_once(session: Session, *, limit: int = 100) -> int:
-    """Hand pending messages to their subscribers; returns how many were handed over.
+@dataclass(frozen=True)
+class Claimed:
+    """A message taken by one relay for a lease; the relay hands it over after its commit."""
 
-    SKIP LOCKED lets several relays run at once without handing a message out twice.
-    """
-    pending = session.scalars(
+    id: uuid.UUID
+    topic: str
+    payload: dict[str, str | int]
+    idempotency_key: str
+
+
+def claim(session: Session, *, limit: int = 100, lease: timedelta = LEASE) -> list[Claimed]:
+    """Take up to `limit` undelivered messages for `lease`; SKIP LOCKED and the lease keep
+    concurrent relays apart, and a relay that dies only delays its messages by the lease."""
+    now = utcnow()
+    rows = session.scalars(
         select(OutboxMessage)
         .where(OutboxMessage.delivered_at.is_(None))
+        .where(or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
         .order_by(OutboxMessage.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    for row in rows:
+        row.attempts += 1
+        row.claimed_until = now + lease
+    return [Claimed(r.id, r.topic, dict(r.payload), r.idempotency_key) for r in rows]
+
+
+def dispatch(messages: list[Claimed]) -> None:
+    """Hand each message to its subscribed tasks, outside any transaction of ours: in eager
+    mode they run right here, each in its own unit of work."""
     subscribers: dict[str, list[str]] = current_app.extensions.get("outbox.subscribers", {})
-    for message in pending:
-        message.attempts += 1
+    for message in messages:
         for task_name in subscribers.get(message.topic, []):
             # apply_async honours eager mode; send_task would not (shared/STYLE.md).
             celery_app.tasks[task_name].apply_async(
                 kwargs=dict(message.payload), task_id=f"{message.idempotency_key}/{task_name}"
             )
-        message.delivered_at = utcnow()
-    return len(pending)
+
+
+def mark_delivered(session: Session, ids: list[uuid.UUID]) -> None:
+    """Record that the messages were handed over (at least once: a crash before this only
+    means they are handed over again, and subscribers are idempotent)."""
+    now = utcnow()
+    for row in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids))):
+        row.delivered_at = now
 
 
 @shared_task(name="common.relay_outbox", acks_late=True, ignore_result=True)
 def relay_outbox() -> int:
     with unit_of_work() as session:
-        return relay_once(session)
+        messages = claim(session)
+    dispatch(messages)
+    with unit_of_work() as session:
+        mark_delivered(session, [m.id for m in messages])
+    return len(messages)
 
 
 @event.listens_for(Session, "after_commit")

@@ -27,8 +27,13 @@ pytestmark = pytest.mark.browser
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # A server of its own on a SQLite file: the browser's requests commit for real.
     folder = tmp_path_factory.mktemp("portal")
-    app = create_app(settings(DATABASE_URL=f"sqlite:///{folder}/portal.sqlite",
-                              KEYS_DIR=str(folder / "keys"), TESTING=False))
+    app = create_app(
+        settings(
+            DATABASE_URL=f"sqlite:///{folder}/portal.sqlite",
+            KEYS_DIR=str(folder / "keys"),
+            TESTING=False,
+        )
+    )
     with app.extensions["db.engine"].begin() as connection:
         migrations.upgrade(connection)
     with app.app_context(), unit_of_work() as session:
@@ -49,8 +54,14 @@ def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield browser
         browser.close()
@@ -91,15 +102,21 @@ def test_the_consent_journey_in_french(browser: Browser, server: str, tmp_path: 
     page = browser.new_context(accept_downloads=True).new_page()
     page.goto(server)
     expect(page.locator("html")).to_have_attribute("lang", "fr")
-    _journey(page, server, "journey-fr@example.org", {
-        "my_consents": "Mes consentements",
-        "notice_word": "Vos données",
-        "give_link": "Donner mon consentement",
-        "given": "donné",
-        "withdrawn": "retiré",
-        "history_given": "Consentement donné",
-        "history_withdrawn": "Consentement retiré",
-    }, tmp_path)
+    _journey(
+        page,
+        server,
+        "journey-fr@example.org",
+        {
+            "my_consents": "Mes consentements",
+            "notice_word": "Vos données",
+            "give_link": "Donner mon consentement",
+            "given": "donné",
+            "withdrawn": "retiré",
+            "history_given": "Consentement donné",
+            "history_withdrawn": "Consentement retiré",
+        },
+        tmp_path,
+    )
 
 
 def test_the_consent_journey_in_english(browser: Browser, server: str, tmp_path: Path) -> None:
@@ -107,12 +124,18 @@ def test_the_consent_journey_in_english(browser: Browser, server: str, tmp_path:
     page.goto(server)
     page.get_by_test_id("lang-switch").click()
     expect(page.locator("html")).to_have_attribute("lang", "en")
-    _journey(page, server, "journey-en@example.org", {
-        "my_consents": "My consents",
-        "notice_word": "Your data",
-        "give_link": "Give my consent",
-        "given": "given",
-        "withdrawn": "withdrawn",
-        "history_given": "Consent given",
-        "history_withdrawn": "Consent withdrawn",
-    }, tmp_path)
+    _journey(
+        page,
+        server,
+        "journey-en@example.org",
+        {
+            "my_consents": "My consents",
+            "notice_word": "Your data",
+            "give_link": "Give my consent",
+            "given": "given",
+            "withdrawn": "withdrawn",
+            "history_given": "Consent given",
+            "history_withdrawn": "Consent withdrawn",
+        },
+        tmp_path,
+    )

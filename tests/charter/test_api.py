@@ -44,7 +44,9 @@ def test_the_current_charter_and_its_versions_are_public(client, charter):
     assert body["sha256"] == charter.row.sha256
     assert set(body["notice_hashes"]["energy-coaching"]) == {"fr", "en"}
     assert client.get(f"/api/v1/charter/versions/{charter.version}").get_json() == body
-    assert [v["version"] for v in client.get("/api/v1/charter/versions").get_json()] == [charter.version]
+    assert [v["version"] for v in client.get("/api/v1/charter/versions").get_json()] == [
+        charter.version
+    ]
 
 
 def test_the_odrl_form_has_one_set_per_purpose(client, charter):
@@ -79,7 +81,9 @@ class _ScriptInfo:
         return ScriptInfo(create_app=lambda: app)
 
 
-def test_loading_an_invalid_charter_lists_every_error_and_stores_nothing(app, session, tmp_path: Path):
+def test_loading_an_invalid_charter_lists_every_error_and_stores_nothing(
+    app, session, tmp_path: Path
+):
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN, encoding="utf-8")
     before = session.scalar(select(func.count()).select_from(AuditEntry))
@@ -113,7 +117,12 @@ def test_load_then_diff_two_versions_from_the_command_line(app, session):
 def test_the_same_version_with_other_content_is_refused(app, session, tmp_path: Path):
     assert _cli(app, "charter", "load", str(CHARTER)).exit_code == 0
     altered = tmp_path / "altered.yaml"
-    altered.write_text(CHARTER.read_text(encoding="utf-8").replace("retention_days: 365", "retention_days: 366", 1), encoding="utf-8")
+    altered.write_text(
+        CHARTER.read_text(encoding="utf-8").replace(
+            "retention_days: 365", "retention_days: 366", 1
+        ),
+        encoding="utf-8",
+    )
     result = _cli(app, "charter", "load", str(altered))
     assert result.exit_code == 1
     assert "already exists" in result.output

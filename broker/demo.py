@@ -37,18 +37,13 @@ def seed(charter_path: Path) -> Iterator[str]:
             citizen = accounts.sign_up(session, email=email, password=DEMO_PASSWORD)
             for purpose_id in wanted:
                 purpose = loaded.require_purpose(purpose_id)
-                recipient = (
-                    purpose.named_reusers[0].id
-                    if purpose.recipients == "named"
-                    else purpose.reuser_categories[0]
-                )
                 consents.give(
                     session,
                     consents.GiveConsent(
                         subject_id=citizen.subject_id,
                         purpose_id=purpose.id,
                         terms_hash=terms_hash(purpose),
-                        recipient_id=recipient,
+                        recipient_id=purpose.recipient_ids[0],
                         method="demo",
                     ),
                 )

@@ -18,7 +18,6 @@ from charter import service as charter_service
 from charter.service import Charter
 from common.auth import current_citizen, safe_next
 from common.db import get_session, unit_of_work
-from common.errors import NotFoundError
 from consent import accounts
 
 log = logging.getLogger(__name__)
@@ -31,10 +30,7 @@ bp = Blueprint("portal", __name__, template_folder="templates")
 def current_charter() -> Charter | None:
     """The charter in force, or None when none is published (looked up once per request)."""
     if "portal_charter" not in g:
-        try:
-            g.portal_charter = charter_service.current(get_session())
-        except NotFoundError:
-            g.portal_charter = None
+        g.portal_charter = charter_service.current_or_none(get_session())
     charter: Charter | None = g.portal_charter
     return charter
 

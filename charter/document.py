@@ -125,6 +125,13 @@ class Purpose:
     approval: str
     consent_max_days: int
 
+    @property
+    def recipient_ids(self) -> tuple[str, ...]:
+        """Who a consent may name: the named reusers, or else the reuser categories."""
+        if self.recipients == "named":
+            return tuple(r.id for r in self.named_reusers)
+        return self.reuser_categories
+
 
 @dataclass(frozen=True)
 class CharterDocument:

@@ -107,6 +107,14 @@ def current(session: Session) -> Charter:
     return _wrap(row)
 
 
+def current_or_none(session: Session) -> Charter | None:
+    """The charter in force, or None before the first publication (pages that still render)."""
+    try:
+        return current(session)
+    except NotFoundError:
+        return None
+
+
 def get_version(session: Session, version: str) -> Charter:
     """One stored version, or NotFoundError."""
     row = session.scalar(select(CharterVersion).where(CharterVersion.version == version))

@@ -9,25 +9,16 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template
 
 from charter import document, service
-from charter.service import Charter
 from common.db import get_session
-from common.errors import NotFoundError
 from common.portal import select_locale
 
 bp = Blueprint("charter_portal", __name__, url_prefix="/charter", template_folder="templates")
 
 
-def _current() -> Charter | None:
-    try:
-        return service.current(get_session())
-    except NotFoundError:
-        return None
-
-
 @bp.get("")
 def index() -> str:
     """The charter in force: territory, version, and one card per purpose."""
-    charter = _current()
+    charter = service.current_or_none(get_session())
     if charter is None:
         return render_template("charter/none.html")
     return render_template("charter/index.html", charter=charter, lang=select_locale())
@@ -36,7 +27,7 @@ def index() -> str:
 @bp.get("/<purpose_id>")
 def purpose(purpose_id: str) -> str | tuple[str, int]:
     """One purpose in full, with the notice a citizen reads before consenting."""
-    charter = _current()
+    charter = service.current_or_none(get_session())
     if charter is None:
         return render_template("charter/none.html"), 404
     found = charter.doc.purpose(purpose_id)

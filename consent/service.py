@@ -133,14 +133,8 @@ def give(session: Session, command: GiveConsent) -> Consent:
         duration_days=command.duration_days,
         errors=errors,
     )
-    kind = _recipient_kind(purpose)
-    allowed = (
-        [r.id for r in purpose.named_reusers]
-        if kind is RecipientKind.ORGANISATION
-        else list(purpose.reuser_categories)
-    )
-    if command.recipient_id not in allowed:
-        errors["recipient_id"] = [f"Must be one of: {', '.join(allowed)}."]
+    if command.recipient_id not in purpose.recipient_ids:
+        errors["recipient_id"] = [f"Must be one of: {', '.join(purpose.recipient_ids)}."]
     modes = list(purpose.modes)
     mode = command.mode or (Mode(modes[0]) if len(modes) == 1 else None)
     if mode is None or mode.value not in modes:
@@ -158,7 +152,7 @@ def give(session: Session, command: GiveConsent) -> Consent:
         id=uuid.uuid4(),
         subject_id=command.subject_id,
         purpose_id=purpose.id,
-        recipient_kind=kind,
+        recipient_kind=_recipient_kind(purpose),
         recipient_id=command.recipient_id,
         mode=mode,
         data_categories=list(command.data_categories or purpose.data_categories),
@@ -508,7 +502,6 @@ def export_all(session: Session, subject_id: uuid.UUID) -> dict[str, Any]:
 
 
 def current_doc(session: Session) -> CharterDocument | None:
-    try:
-        return charters.current(session).doc
-    except NotFoundError:
-        return None
+    """The document of the charter in force, if any (exports name purposes with it)."""
+    charter = charters.current_or_none(session)
+    return charter.doc if charter else None

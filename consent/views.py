@@ -27,7 +27,7 @@ from charter.document import notice_hash, notice_text, terms_hash
 from common import auth
 from common.auth import CitizenIdentity, citizen_required, current_subject_id
 from common.db import get_session, unit_of_work
-from common.errors import ConflictError, InvalidInputError, NotFoundError
+from common.errors import ConflictError, InvalidInputError
 from common.portal import select_locale
 from consent import accounts, service
 from consent.models import Mode
@@ -174,21 +174,14 @@ def me() -> str:
 @citizen_required
 def index() -> str:
     consents = service.list_for_subject(get_session(), current_subject_id())
-    charter = _current_charter()
+    charter = charters.current_or_none(get_session())
     return render_template("consent/index.html", consents=consents, charter=charter)
-
-
-def _current_charter() -> charters.Charter | None:
-    try:
-        return charters.current(get_session())
-    except NotFoundError:
-        return None
 
 
 @bp.route("/new/<purpose_id>", methods=["GET", "POST"])
 @citizen_required
 def give_form(purpose_id: str) -> Any:
-    charter = _current_charter()
+    charter = charters.current_or_none(get_session())
     purpose = charter.doc.purpose(purpose_id) if charter else None
     if charter is None or purpose is None:
         return render_template("errors/http.html", status=404, name=_("Finalité inconnue")), 404
@@ -244,7 +237,7 @@ def give_form(purpose_id: str) -> Any:
 def detail(consent_id: uuid.UUID) -> str:
     session = get_session()
     consent = service.get_for_subject(session, current_subject_id(), consent_id)
-    charter = _current_charter()
+    charter = charters.current_or_none(get_session())
     purpose = charter.doc.purpose(consent.purpose_id) if charter else None
     lang = select_locale()
     return render_template(

@@ -444,3 +444,13 @@ def test_a_text_falls_back_to_french() -> None:
     assert text.get("en") == "Hello"
     assert text.get("fr") == "Bonjour"
     assert text.get("es") == "Bonjour"
+
+
+def test_recipient_ids_are_the_named_reusers_or_else_the_reuser_categories() -> None:
+    doc = parse(V1)
+    named = doc.purpose("energy-coaching")
+    by_category = doc.purpose("social-aid-simulation")
+    assert named is not None
+    assert by_category is not None
+    assert named.recipient_ids == tuple(r.id for r in named.named_reusers)
+    assert by_category.recipient_ids == ("public_service",)

@@ -18,11 +18,7 @@ from tests.conftest import ISSUER
 
 def body(charter, purpose_id="energy-coaching", **extra):
     purpose = charter.require_purpose(purpose_id)
-    recipient = (
-        purpose.named_reusers[0].id
-        if purpose.recipients == "named"
-        else purpose.reuser_categories[0]
-    )
+    recipient = purpose.recipient_ids[0]
     return {
         "purpose_id": purpose_id,
         "terms_hash": terms_hash(purpose),

@@ -29,11 +29,7 @@ def give(
     **extra: object,
 ) -> Consent:
     purpose = charter.require_purpose(purpose_id)
-    recipient = (
-        purpose.named_reusers[0].id
-        if purpose.recipients == "named"
-        else purpose.reuser_categories[0]
-    )
+    recipient = purpose.recipient_ids[0]
     command = service.GiveConsent(
         subject_id=subject_id or uuid.uuid4(),
         purpose_id=purpose_id,

@@ -34,9 +34,7 @@ def _give(live_app, purpose_id="energy-coaching", duration_days=None):
                 subject_id=citizen.subject_id,
                 purpose_id=purpose.id,
                 terms_hash=terms_hash(purpose),
-                recipient_id=purpose.named_reusers[0].id
-                if purpose.named_reusers
-                else purpose.reuser_categories[0],
+                recipient_id=purpose.recipient_ids[0],
                 duration_days=duration_days,
             ),
         )

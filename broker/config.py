@@ -82,6 +82,7 @@ def defaults() -> dict[str, Any]:
         "CITIZEN_SESSION_MAX": timedelta(hours=12),
         "SIGN_IN_MAX_FAILURES": 5,
         "SIGN_IN_WINDOW": timedelta(minutes=15),
+        "SIGN_IN_MAX_FAILURES_PER_CLIENT": 20,
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the citizen session
         "BABEL_DEFAULT_LOCALE": "fr",
         "BABEL_DEFAULT_TIMEZONE": "Europe/Paris",

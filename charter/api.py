@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify
+from flask import Response, current_app
 from flask_smorest import Blueprint
 
 from charter import service
 from charter.document import notice_hash
 from charter.schemas import CharterOut, CharterVersionSummaryOut
 from common.db import get_session
+from common.http import jsonld_response
 
 blp = Blueprint("charter", __name__, url_prefix="/api/v1/charter", description="The charter")
 
@@ -59,6 +60,4 @@ def get_version(version: str) -> dict[str, Any]:
 @blp.response(200, content_type="application/ld+json")
 def get_odrl(version: str) -> Response:
     document = service.odrl(get_session(), version, base_url=current_app.config["ISSUER"])
-    response = jsonify(document)
-    response.mimetype = "application/ld+json"
-    return response
+    return jsonld_response(document)

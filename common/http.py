@@ -84,6 +84,15 @@ _TITLES = {
 }
 
 
+def jsonld_response(body: Any, *, filename: str | None = None) -> Response:
+    """A JSON-LD document (ODRL, DPV records); an attachment when `filename` is given."""
+    response = jsonify(body)
+    response.mimetype = "application/ld+json"
+    if filename:
+        response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     """webargs/marshmallow nest messages by field and index; flatten to dotted paths."""
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):

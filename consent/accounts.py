@@ -37,8 +37,11 @@ class SessionPolicy:
 
 @dataclass(frozen=True)
 class RateLimit:
+    """Failed sign-ins allowed per address, and per client (a client tries many addresses)."""
+
     max_failures: int
     window: timedelta
+    max_failures_per_client: int = 20
 
 
 def normalize_email(email: str) -> str:
@@ -102,7 +105,7 @@ def authenticate(
             SignInFailure.occurred_at >= since, SignInFailure.client_tag == client_tag
         )
     )
-    if (recent or 0) >= limit.max_failures or (from_client or 0) >= 4 * limit.max_failures:
+    if (recent or 0) >= limit.max_failures or (from_client or 0) >= limit.max_failures_per_client:
         audit.append(
             session,
             event="consent:citizen:sign_in",

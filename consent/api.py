@@ -6,12 +6,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response
 from flask_smorest import Blueprint
 from flask_wtf.csrf import generate_csrf
 
 from common.auth import citizen_required, current_citizen, current_subject_id
 from common.db import get_session, unit_of_work
+from common.http import jsonld_response
 from consent import service
 from consent.models import Consent
 from consent.schemas import (
@@ -70,7 +71,7 @@ def list_consents(query: dict[str, Any]) -> list[Consent]:
 
 @blp.get("/consents/<uuid:consent_id>")
 @citizen_required
-@blp.response(200, ConsentWithHistoryOut)
+@blp.response(200, ConsentOut)
 def get_consent(consent_id: uuid.UUID) -> Consent:
     return service.get_for_subject(get_session(), current_subject_id(), consent_id)
 
@@ -120,15 +121,11 @@ def consent_receipt(consent_id: uuid.UUID) -> Response:
 def consent_jsonld(consent_id: uuid.UUID) -> Response:
     session = get_session()
     consent = service.get_for_subject(session, current_subject_id(), consent_id)
-    response = jsonify(service.to_jsonld(consent, service.current_doc(session)))
-    response.mimetype = "application/ld+json"
-    return response
+    return jsonld_response(service.to_jsonld(consent, service.current_doc(session)))
 
 
 @blp.get("/consents/export")
 @citizen_required
 @blp.response(200, content_type="application/ld+json")
 def export_consents() -> Response:
-    response = jsonify(service.export_all(get_session(), current_subject_id()))
-    response.mimetype = "application/ld+json"
-    return response
+    return jsonld_response(service.export_all(get_session(), current_subject_id()))

@@ -35,6 +35,19 @@ class RenewConsentIn(Schema):
     notice_hash = fields.String(load_default=None, validate=HASH)
 
 
+class GiveConsentForm(GiveConsentIn):
+    """The portal's give form: the purpose comes from the URL, numbers arrive as text."""
+
+    purpose_id = fields.String(load_default=None, validate=ID)
+    duration_days = fields.Integer(load_default=None, validate=validate.Range(1, 3650))
+
+
+class RenewConsentForm(RenewConsentIn):
+    """The portal's renew button: numbers arrive as text."""
+
+    duration_days = fields.Integer(load_default=None, validate=validate.Range(1, 3650))
+
+
 class ConsentQuery(Schema):
     status = fields.Enum(ConsentStatus, by_value=True, load_default=None)
 

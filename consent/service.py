@@ -7,7 +7,7 @@ audit entry and an outbox message, all in the caller's transaction (effective at
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -188,12 +188,8 @@ def renew(session: Session, command: RenewConsent) -> Consent:
     consent that is not the citizen's.
     """
     consent = get_for_subject(session, command.subject_id, command.consent_id, lock=True)
-    if consent.status is ConsentStatus.WITHDRAWN:
-        raise ConflictError("A withdrawn consent cannot be renewed; give a new one.")
     charter = charters.current(session)
-    purpose = charter.doc.purpose(consent.purpose_id)
-    if purpose is None:
-        raise ConflictError("This purpose is no longer in the charter.")
+    purpose = _renewable_purpose(consent, charter)
     errors: dict[str, list[str]] = {}
     _check_terms(
         charter.doc,
@@ -218,6 +214,41 @@ def renew(session: Session, command: RenewConsent) -> Consent:
     except IntegrityError as exc:
         raise ConflictError("Another consent for this purpose is already in force.") from exc
     return consent
+
+
+@dataclass(frozen=True)
+class RenewalTerms:
+    """What a renewal of a consent would accept now."""
+
+    terms_hash: str
+    notice_hash: str
+    terms_changed: bool  # the charter changed this purpose's terms since the consent
+
+
+def _renewable_purpose(consent: Consent, charter: charters.Charter | None) -> Purpose:
+    if consent.status is ConsentStatus.WITHDRAWN:
+        raise ConflictError("A withdrawn consent cannot be renewed; give a new one.")
+    purpose = charter.doc.purpose(consent.purpose_id) if charter else None
+    if purpose is None:
+        raise ConflictError("This purpose is no longer in the charter.")
+    return purpose
+
+
+def renewal_terms(
+    consent: Consent, charter: charters.Charter | None, language: str
+) -> RenewalTerms | None:
+    """The terms a renewal would accept now, or None when `renew` would refuse it."""
+    try:
+        purpose = _renewable_purpose(consent, charter)
+    except ConflictError:
+        return None
+    assert charter is not None  # noqa: S101 (a purpose was found in it)
+    current_terms = terms_hash(purpose)
+    return RenewalTerms(
+        terms_hash=current_terms,
+        notice_hash=notice_hash(charter.doc, purpose, language),
+        terms_changed=current_terms != consent.terms_hash,
+    )
 
 
 def withdraw(
@@ -254,7 +285,7 @@ def sweep(session: Session) -> dict[str, int]:
     return counts
 
 
-def _supersede_deadlines(session: Session) -> Any:
+def _supersede_deadlines(session: Session) -> Callable[[Consent], datetime | None]:
     """For a consent: when the first version that changed (or dropped) its purpose's terms,
     published after the consent's terms, ends its grace period; None if none did."""
     history = [charters.get_version(session, row.version) for row in charters.versions(session)]

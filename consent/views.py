@@ -13,14 +13,14 @@ from flask import (
     Response,
     current_app,
     flash,
-    jsonify,
     redirect,
     render_template,
     request,
     url_for,
 )
 from flask_babel import gettext as _
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
+from marshmallow.fields import List
 
 from charter import service as charters
 from charter.document import notice_hash, notice_text, terms_hash
@@ -28,10 +28,10 @@ from common import auth
 from common.auth import CitizenIdentity, citizen_required, current_subject_id
 from common.db import get_session, unit_of_work
 from common.errors import ConflictError, InvalidInputError
+from common.http import jsonld_response
 from common.portal import select_locale
 from consent import accounts, service
-from consent.models import Mode
-from consent.schemas import SignInForm, SignUpForm
+from consent.schemas import GiveConsentForm, RenewConsentForm, SignInForm, SignUpForm
 
 accounts_bp = Blueprint("accounts", __name__, template_folder="templates")
 bp = Blueprint("consent", __name__, url_prefix="/me/consents", template_folder="templates")
@@ -71,9 +71,14 @@ def identity_resolver(app: Flask) -> Callable[[str], CitizenIdentity | None]:
     return resolve
 
 
-def _form(schema: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+def _form(schema: Schema) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Load the posted form with `schema` (list fields read every value of their name)."""
+    raw = {
+        name: request.form.getlist(name) if isinstance(schema.fields.get(name), List) else value
+        for name, value in request.form.items()
+    }
     try:
-        return schema.load(request.form.to_dict(), unknown="exclude"), {}
+        return schema.load(raw, unknown="exclude"), {}
     except ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
         return {}, {str(k): [str(m) for m in v] for k, v in messages.items()}
@@ -127,6 +132,7 @@ def sign_in() -> Any:
                     limit=accounts.RateLimit(
                         current_app.config["SIGN_IN_MAX_FAILURES"],
                         current_app.config["SIGN_IN_WINDOW"],
+                        current_app.config["SIGN_IN_MAX_FAILURES_PER_CLIENT"],
                     ),
                 )
                 token = (
@@ -188,29 +194,21 @@ def give_form(purpose_id: str) -> Any:
     lang = select_locale()
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        form = request.form
+        data, errors = _form(GiveConsentForm())
+        data.pop("purpose_id", None)  # the URL names the purpose
         try:
-            duration = int(form.get("duration_days") or purpose.consent_max_days)
-        except ValueError:
-            duration = -1
-        mode_value = form.get("mode") or None
-        try:
+            if errors:
+                raise InvalidInputError("The form is not valid.", fields=errors)
             with unit_of_work() as session:
                 consent = service.give(
                     session,
                     service.GiveConsent(
                         subject_id=current_subject_id(),
                         purpose_id=purpose.id,
-                        terms_hash=form.get("terms_hash", ""),
-                        notice_hash=form.get("notice_hash", ""),
-                        recipient_id=form.get("recipient_id", ""),
-                        language=form.get("language", lang),
-                        mode=Mode(mode_value)
-                        if mode_value in ("individual", "aggregate")
-                        else None,
-                        data_categories=tuple(form.getlist("data_categories")),
-                        duration_days=duration,
+                        data_categories=tuple(data.pop("data_categories")),
+                        datasets=tuple(data.pop("datasets")),
                         method="portal",
+                        **data,
                     ),
                 )
         except (InvalidInputError, ConflictError) as exc:
@@ -237,18 +235,12 @@ def give_form(purpose_id: str) -> Any:
 def detail(consent_id: uuid.UUID) -> str:
     session = get_session()
     consent = service.get_for_subject(session, current_subject_id(), consent_id)
-    charter = charters.current_or_none(get_session())
-    purpose = charter.doc.purpose(consent.purpose_id) if charter else None
-    lang = select_locale()
+    charter = charters.current_or_none(session)
     return render_template(
         "consent/detail.html",
         consent=consent,
-        charter=charter,
-        purpose=purpose,
-        renewable=purpose is not None and consent.status.value != "withdrawn",
-        terms_hash=terms_hash(purpose) if purpose else "",
-        notice_hash=notice_hash(charter.doc, purpose, lang) if charter and purpose else "",
-        terms_changed=purpose is not None and terms_hash(purpose) != consent.terms_hash,
+        purpose=charter.doc.purpose(consent.purpose_id) if charter else None,
+        renewal=service.renewal_terms(consent, charter, select_locale()),
         dpv_status=service.dpv_status(consent),
     )
 
@@ -269,18 +261,15 @@ def withdraw(consent_id: uuid.UUID) -> Any:
 @bp.post("/<uuid:consent_id>/renew")
 @citizen_required
 def renew(consent_id: uuid.UUID) -> Any:
-    form = request.form
+    data, errors = _form(RenewConsentForm())
     try:
+        if errors:
+            raise InvalidInputError("The form is not valid.", fields=errors)
         with unit_of_work() as session:
             service.renew(
                 session,
                 service.RenewConsent(
-                    subject_id=current_subject_id(),
-                    consent_id=consent_id,
-                    terms_hash=form.get("terms_hash", ""),
-                    notice_hash=form.get("notice_hash", ""),
-                    language=form.get("language", select_locale()),
-                    method="portal",
+                    subject_id=current_subject_id(), consent_id=consent_id, method="portal", **data
                 ),
             )
     except (InvalidInputError, ConflictError) as exc:
@@ -306,18 +295,15 @@ def receipt(consent_id: uuid.UUID) -> Response:
 def record(consent_id: uuid.UUID) -> Response:
     session = get_session()
     consent = service.get_for_subject(session, current_subject_id(), consent_id)
-    response = jsonify(service.to_jsonld(consent, service.current_doc(session)))
-    response.mimetype = "application/ld+json"
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="consentement-{consent.id}.jsonld"'
+    return jsonld_response(
+        service.to_jsonld(consent, service.current_doc(session)),
+        filename=f"consentement-{consent.id}.jsonld",
     )
-    return response
 
 
 @bp.get("/export.jsonld")
 @citizen_required
 def export() -> Response:
-    response = jsonify(service.export_all(get_session(), current_subject_id()))
-    response.mimetype = "application/ld+json"
-    response.headers["Content-Disposition"] = 'attachment; filename="mes-consentements.jsonld"'
-    return response
+    return jsonld_response(
+        service.export_all(get_session(), current_subject_id()), filename="mes-consentements.jsonld"
+    )

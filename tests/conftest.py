@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 _INSTANCE = tempfile.mkdtemp(prefix="tiers-test-instance-")
 os.environ["TIERS_INSTANCE"] = _INSTANCE  # nothing a test does lands in the checkout
-os.environ.pop("CELERY_BROKER_URL", None) if not os.environ.get("TIERS_SYSTEM") else None
+if not os.environ.get("TIERS_SYSTEM"):
+    os.environ.pop("CELERY_BROKER_URL", None)  # the fast tier is the embedded default: eager
 
 from broker.app import create_app  # noqa: E402
 from broker.config import celery_settings, defaults  # noqa: E402

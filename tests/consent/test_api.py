@@ -251,3 +251,98 @@ def test_openapi_documents_the_consent_api(client):
     assert spec["openapi"].startswith("3.")
     assert "/api/v1/consents" in spec["paths"]
     assert "/api/v1/consents/{consent_id}/withdraw" in spec["paths"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/me",
+        "/api/v1/consents",
+        "/api/v1/consents/export",
+        f"/api/v1/consents/{uuid.uuid4()}/history",
+    ],
+)
+def test_every_citizen_read_needs_a_session(client, charter, path):
+    response = client.get(path)
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+
+
+def test_another_citizens_history_is_not_found(citizen, other_citizen, charter):
+    created = give(citizen, charter)
+    response = other_citizen.client.get(f"/api/v1/consents/{created['id']}/history")
+    assert response.status_code == 404
+    assert response.get_json()["type"] == "/problems/not-found"
+
+
+def test_an_unknown_status_filter_is_a_field_error(citizen, charter):
+    response = citizen.client.get("/api/v1/consents?status=maybe")
+    assert response.status_code == 422
+    assert "query.status" in response.get_json()["errors"]
+
+
+@pytest.mark.parametrize("action", ["withdraw", "renew"])
+def test_withdraw_and_renew_without_the_csrf_header_change_nothing(
+    session, citizen, charter, action
+):
+    created = give(citizen, charter)
+    events_before = rows(session, AuditEntry)
+    response = citizen.client.post(
+        f"/api/v1/consents/{created['id']}/{action}", json={"terms_hash": created["terms_hash"]}
+    )
+    assert response.status_code == 403
+    assert response.get_json()["type"] == "/problems/csrf-failed"
+    assert rows(session, AuditEntry) == events_before
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"terms_hash": None}, "terms_hash"),
+        ({"terms_hash": "zz"}, "terms_hash"),
+        ({"terms_hash": "0" * 64}, "terms_hash"),
+        ({"duration_days": 0}, "duration_days"),
+        ({"language": "it"}, "language"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_a_bad_renewal_is_a_field_error_and_renews_nothing(
+    session, citizen, charter, payload, field
+):
+    created = give(citizen, charter)
+    body_ = {"terms_hash": created["terms_hash"], **payload}
+    body_ = {k: v for k, v in body_.items() if v is not None}  # None: leave the field out
+    before = rows(session, AuditEntry)
+    response = citizen.client.post(
+        f"/api/v1/consents/{created['id']}/renew", json=body_, headers=citizen.headers
+    )
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert field in response.get_json()["errors"]
+    assert rows(session, AuditEntry) == before
+    history = citizen.client.get(f"/api/v1/consents/{created['id']}/history").get_json()
+    assert [e["type"] for e in history["events"]] == ["given"]
+
+
+def test_renewing_a_withdrawn_consent_is_a_409_problem(citizen, charter):
+    created = give(citizen, charter)
+    citizen.client.post(f"/api/v1/consents/{created['id']}/withdraw", headers=citizen.headers)
+    response = citizen.client.post(
+        f"/api/v1/consents/{created['id']}/renew",
+        json={"terms_hash": created["terms_hash"]},
+        headers=citizen.headers,
+    )
+    assert response.status_code == 409
+    assert response.get_json()["type"] == "/problems/conflict"
+
+
+def test_a_renewal_through_the_api_is_recorded(citizen, charter):
+    created = give(citizen, charter)
+    response = citizen.client.post(
+        f"/api/v1/consents/{created['id']}/renew",
+        json={"terms_hash": created["terms_hash"]},
+        headers=citizen.headers,
+    )
+    assert response.status_code == 200
+    history = citizen.client.get(f"/api/v1/consents/{created['id']}/history").get_json()
+    assert [e["type"] for e in history["events"]] == ["given", "renewed"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from charter.document import notice_hash, terms_hash
@@ -189,3 +191,130 @@ def test_sign_out_kills_the_session(citizen, charter):
     citizen.client.post("/sign-out", data={"csrf_token": form_csrf(page)})
     assert citizen.client.get("/me/consents").status_code == 302
     assert citizen.client.get("/api/v1/consents").status_code == 401
+
+
+def test_an_address_already_taken_is_refused_on_the_form(client, session, charter):
+    sign_up(client, email="taken@example.org")
+    other = client.application.test_client()
+    response = sign_up(other, email="taken@example.org")
+    assert response.status_code == 422
+    assert count(session, Citizen) == 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/me", "/me/consents/export.jsonld", "/me/consents/new/energy-coaching"]
+)
+def test_every_citizen_page_sends_strangers_to_sign_in(client, charter, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert "/sign-in?next=" in response.headers["Location"]
+
+
+def test_sign_out_without_a_csrf_token_is_refused(citizen, charter):
+    assert citizen.client.post("/sign-out").status_code == 403
+    assert citizen.client.get("/me/consents").status_code == 200
+
+
+def test_an_unknown_language_is_refused_and_changes_nothing(client, charter):
+    home = client.get("/").get_data(as_text=True)
+    response = client.post("/language", data={"csrf_token": form_csrf(home), "lang": "de"})
+    assert response.status_code == 400
+    assert '<html lang="fr"' in client.get("/").get_data(as_text=True)
+
+
+def test_an_unknown_purpose_has_no_page_and_no_form(citizen, charter):
+    assert citizen.client.get("/charter/no-such-purpose").status_code == 404
+    assert citizen.client.get("/me/consents/new/no-such-purpose").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"duration_days": "abc"}, "duration_days"),
+        ({"duration_days": "99999"}, "duration_days"),
+        ({"mode": "everything"}, "mode"),
+        ({"recipient_id": "someone-else"}, "recipient_id"),
+        ({"data_categories": "mobility.trips"}, "data_categories"),
+    ],
+)
+def test_a_bad_give_form_shows_its_field_and_writes_nothing(
+    citizen, session, charter, change, field
+):
+    form_page = citizen.client.get("/me/consents/new/energy-coaching").get_data(as_text=True)
+    purpose = charter.require_purpose("energy-coaching")
+    data = {
+        "csrf_token": form_csrf(form_page),
+        "terms_hash": terms_hash(purpose),
+        "notice_hash": notice_hash(charter.doc, purpose, "fr"),
+        "recipient_id": purpose.named_reusers[0].id,
+        **change,
+    }
+    response = citizen.client.post("/me/consents/new/energy-coaching", data=data)
+    assert response.status_code == 422
+    assert 'data-testid="give-errors"' in response.get_data(as_text=True)
+    assert count(session, Consent) == 0
+
+
+def _give_by_api(citizen, charter):
+    purpose = charter.require_purpose("energy-coaching")
+    return citizen.client.post(
+        "/api/v1/consents",
+        headers=citizen.headers,
+        json={
+            "purpose_id": purpose.id,
+            "terms_hash": terms_hash(purpose),
+            "recipient_id": purpose.named_reusers[0].id,
+        },
+    ).get_json()
+
+
+def test_another_citizens_consent_cannot_be_renewed_or_exported_on_the_portal(
+    citizen, other_citizen, session, charter
+):
+    created = _give_by_api(citizen, charter)
+    page = other_citizen.client.get("/me/consents").get_data(as_text=True)
+    renewed = other_citizen.client.post(
+        f"/me/consents/{created['id']}/renew",
+        data={"csrf_token": form_csrf(page), "terms_hash": created["terms_hash"]},
+    )
+    assert renewed.status_code == 404
+    assert (
+        other_citizen.client.get(f"/me/consents/{created['id']}/record.jsonld").status_code == 404
+    )
+    session.expire_all()
+    assert [e.type.value for e in session.get(Consent, uuid.UUID(created["id"])).events] == [
+        "given"
+    ]
+
+
+def test_a_bad_renew_form_is_flashed_and_renews_nothing(citizen, session, charter):
+    created = _give_by_api(citizen, charter)
+    page = citizen.client.get(f"/me/consents/{created['id']}").get_data(as_text=True)
+    response = citizen.client.post(
+        f"/me/consents/{created['id']}/renew",
+        data={"csrf_token": form_csrf(page), "terms_hash": "not-a-hash"},
+        follow_redirects=True,
+    )
+    assert 'data-testid="flash-error"' in response.get_data(as_text=True)
+    session.expire_all()
+    assert [e.type.value for e in session.get(Consent, uuid.UUID(created["id"])).events] == [
+        "given"
+    ]
+
+
+def test_renewing_on_the_portal_records_a_renewal(citizen, session, charter):
+    created = _give_by_api(citizen, charter)
+    page = citizen.client.get(f"/me/consents/{created['id']}").get_data(as_text=True)
+    response = citizen.client.post(
+        f"/me/consents/{created['id']}/renew",
+        data={
+            "csrf_token": form_csrf(page),
+            "terms_hash": created["terms_hash"],
+            "notice_hash": created["notice_hash"],
+            "language": "fr",
+        },
+    )
+    assert response.status_code == 302
+    assert "Consentement renouvelé" in citizen.client.get(response.headers["Location"]).get_data(
+        as_text=True
+    )

@@ -8,7 +8,7 @@ from flask import Response, current_app
 from flask_smorest import Blueprint
 
 from charter import service
-from charter.document import notice_hash
+from charter.notice import notice_hash
 from charter.schemas import CharterOut, CharterVersionSummaryOut
 from common.db import get_session
 from common.http import jsonld_response

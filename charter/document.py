@@ -7,7 +7,6 @@ hashes are SHA-256 of RFC 8785 canonical JSON, so comments and key order never c
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -566,7 +565,7 @@ def _text_dict(text: Text) -> dict[str, str]:
     return {"fr": text.fr, "en": text.en}
 
 
-def _purpose_dict(p: Purpose) -> dict[str, Any]:
+def purpose_dict(p: Purpose) -> dict[str, Any]:
     return {
         "id": p.id,
         "title": _text_dict(p.title),
@@ -607,7 +606,7 @@ def to_dict(doc: CharterDocument) -> dict[str, Any]:
         "reuser_categories": [
             {"id": c.id, "title": _text_dict(c.title)} for c in doc.reuser_categories
         ],
-        "purposes": [_purpose_dict(p) for p in doc.purposes],
+        "purposes": [purpose_dict(p) for p in doc.purposes],
         "privacy": {
             "unit": doc.privacy.unit,
             "period": doc.privacy.period,
@@ -634,218 +633,9 @@ def document_hash(doc: CharterDocument) -> str:
 
 def terms_hash(purpose: Purpose) -> str:
     """Hex SHA-256 of one purpose's canonical terms; consents record it (DESIGN.md)."""
-    return _sha256(bytes(rfc8785.dumps(_purpose_dict(purpose))))
+    return _sha256(bytes(rfc8785.dumps(purpose_dict(purpose))))
 
 
 def terms_hashes(doc: CharterDocument) -> dict[str, str]:
     """Purpose id -> terms hash, in charter order."""
     return {p.id: terms_hash(p) for p in doc.purposes}
-
-
-# --- the notice a citizen reads before consenting ---
-
-# Month names spelled out here: strftime("%B") would follow the server's locale
-_MONTHS = {
-    "fr": "janvier février mars avril mai juin juillet août septembre octobre novembre décembre",
-    "en": "January February March April May June July August September October November December",
-}
-
-# French typography puts a no-break space (U+00A0) before ":"; the notice is hashed, so it is
-# written here once rather than left to the renderer
-_WORDS: dict[str, dict[str, str]] = {
-    "fr": {
-        "what": "Ce qui est fait de vos données",
-        "data": "Données concernées",
-        "who": "Qui peut les recevoir",
-        "auto": "Les demandes conformes à la charte sont acceptées sans examen individuel.",
-        "committee": "Chaque demande est examinée par le comité de la charte avant tout accès.",
-        "form": "Sous quelle forme",
-        "individual": "Vos propres relevés, pseudonymisés\u00a0: ils portent un identifiant, "
-        "jamais votre nom.",
-        "aggregate": "Uniquement des statistiques sur des groupes d'au moins {cohort} personnes, "
-        "protégées par la confidentialité différentielle. Aucune donnée individuelle "
-        "n'est transmise.",
-        "durations": "Durées",
-        "retention": "Vos données sont conservées {days}.",
-        "consent": "Votre consentement est valable {days} au plus.",
-        "keeps": "Ce que vous gardez",
-        "version": "Version {version} de la charte, applicable à partir du {date}.",
-        "day": "jour",
-        "days": "jours",
-    },
-    "en": {
-        "what": "What is done with your data",
-        "data": "Which data",
-        "who": "Who may receive it",
-        "auto": "Requests that follow the charter are approved without individual review.",
-        "committee": "Each request is reviewed by the charter committee before any access.",
-        "form": "In what form",
-        "individual": "Your own records, pseudonymised: they carry an identifier, never your name.",
-        "aggregate": "Only statistics on groups of at least {cohort} people, protected by "
-        "differential privacy. No individual record is shared.",
-        "durations": "How long",
-        "retention": "Your data is kept for {days}.",
-        "consent": "Your consent lasts {days} at most.",
-        "keeps": "What you keep",
-        "version": "Charter version {version}, effective from {date}.",
-        "day": "day",
-        "days": "days",
-    },
-}
-
-
-def _long_date(day: date, lang: str) -> str:
-    month = _MONTHS[lang].split()[day.month - 1]
-    # French writes the first day of a month as an ordinal: "le 1er janvier"
-    number = "1er" if day.day == 1 and lang == "fr" else str(day.day)
-    return f"{number} {month} {day.year}"
-
-
-def notice_text(doc: CharterDocument, purpose: Purpose, lang: str) -> str:
-    """The plain-language notice shown before consenting ("fr" or "en"; others get French).
-
-    Deterministic: its hash (notice_hash) is recorded with each consent.
-    """
-    lang = "en" if lang == "en" else "fr"
-    w = _WORDS[lang]
-
-    def days(n: int) -> str:
-        # French and English agree: 1 is singular, and a purpose never lasts 0 days
-        return f"{n} {w['day'] if n == 1 else w['days']}"
-
-    data = [
-        d.title.get(lang) if (d := doc.data_category(i)) else i for i in purpose.data_categories
-    ]
-    if purpose.recipients == "named":
-        who = [r.name for r in purpose.named_reusers]
-    else:
-        who = [
-            r.title.get(lang) if (r := doc.reuser_category(i)) else i
-            for i in purpose.reuser_categories
-        ]
-    forms = [w[m].format(cohort=doc.privacy.min_cohort) for m in purpose.modes]
-    lines = [
-        purpose.title.get(lang),
-        "",
-        w["what"],
-        purpose.description.get(lang),
-        "",
-        w["data"],
-        *(f"- {item}" for item in data),
-        "",
-        w["who"],
-        *(f"- {item}" for item in who),
-        w[purpose.approval],
-        "",
-        w["form"],
-        *(f"- {item}" for item in forms),
-        "",
-        w["durations"],
-        w["retention"].format(days=days(purpose.retention_days)),
-        w["consent"].format(days=days(purpose.consent_max_days)),
-        "",
-        w["keeps"],
-        purpose.citizen_keeps.get(lang),
-        "",
-        w["version"].format(version=doc.version, date=_long_date(doc.effective_from, lang)),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def notice_hash(doc: CharterDocument, purpose: Purpose, lang: str) -> str:
-    """Hex SHA-256 of the UTF-8 notice text."""
-    return _sha256(notice_text(doc, purpose, lang).encode("utf-8"))
-
-
-# --- diff between two versions ---
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    """One value that differs between two versions, at a dotted path."""
-
-    path: str
-    old: Any
-    new: Any
-
-
-def _show(value: Any) -> str:
-    return "(absent)" if value is None else json.dumps(value, ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class CharterDiff:
-    """What a new charter version changes; a purpose is changed iff its terms hash differs."""
-
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    changed: dict[str, tuple[FieldChange, ...]]
-    unchanged: tuple[str, ...]
-    other_changes: tuple[FieldChange, ...]
-
-    def summary_lines(self) -> list[str]:
-        """One human-readable line per change, for the CLI."""
-        lines = [
-            f"~ {pid}: {c.path} {_show(c.old)} -> {_show(c.new)}"
-            for pid, changes in self.changed.items()
-            for c in changes
-        ]
-        lines += [f"+ {pid}" for pid in self.added]
-        lines += [f"- {pid}" for pid in self.removed]
-        lines += [f"= {pid} (unchanged)" for pid in self.unchanged]
-        lines += [
-            f"~ charter: {c.path} {_show(c.old)} -> {_show(c.new)}" for c in self.other_changes
-        ]
-        return lines
-
-
-def _changes(old: Any, new: Any, path: str) -> list[FieldChange]:
-    # Mappings are compared key by key; lists and scalars as whole values
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[FieldChange] = []
-        for key in [*old, *(k for k in new if k not in old)]:
-            sub = key if not path else (f"{path}{key}" if key.startswith("[") else f"{path}.{key}")
-            out += _changes(old.get(key), new.get(key), sub)
-        return out
-    return [] if old == new else [FieldChange(path, old, new)]
-
-
-def _by_id(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {f"[{e['id']}]": {k: v for k, v in e.items() if k != "id"} for e in entries}
-
-
-def _outside_purposes(doc: CharterDocument) -> dict[str, Any]:
-    # version and effective_from identify the version itself, so they are not "changes"
-    d = to_dict(doc)
-    for key in ("version", "effective_from", "purposes"):
-        del d[key]
-    for key in ("data_categories", "reuser_categories"):
-        d[key] = _by_id(d[key])
-    parts = d["territory"]["partitions"]
-    d["territory"]["partitions"] = {name: _by_id(entries) for name, entries in parts.items()}
-    return d
-
-
-def diff(old: CharterDocument, new: CharterDocument) -> CharterDiff:
-    """Compare two charter versions, purpose by purpose (by terms hash) and for the rest."""
-    old_purposes = {p.id: p for p in old.purposes}
-    new_ids = {p.id for p in new.purposes}
-    changed: dict[str, tuple[FieldChange, ...]] = {}
-    unchanged: list[str] = []
-    added: list[str] = []
-    for purpose in new.purposes:
-        before = old_purposes.get(purpose.id)
-        if before is None:
-            added.append(purpose.id)
-        elif terms_hash(before) == terms_hash(purpose):
-            unchanged.append(purpose.id)
-        else:
-            changes = _changes(_purpose_dict(before), _purpose_dict(purpose), "")
-            changed[purpose.id] = tuple(changes)
-    return CharterDiff(
-        added=tuple(added),
-        removed=tuple(p.id for p in old.purposes if p.id not in new_ids),
-        changed=changed,
-        unchanged=tuple(unchanged),
-        other_changes=tuple(_changes(_outside_purposes(old), _outside_purposes(new), "")),
-    )

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from charter import document
-from charter.document import CharterDiff, CharterDocument, Purpose
+from charter.diff import CharterDiff, diff
+from charter.document import CharterDocument, Purpose
 from charter.models import CharterVersion
 from charter.odrl import to_odrl
 from common import outbox
@@ -130,7 +131,7 @@ def versions(session: Session) -> list[CharterVersion]:
 
 def diff_versions(session: Session, old: str, new: str) -> CharterDiff:
     """Which purposes' terms changed between two stored versions, and how."""
-    return document.diff(get_version(session, old).doc, get_version(session, new).doc)
+    return diff(get_version(session, old).doc, get_version(session, new).doc)
 
 
 def odrl(session: Session, version: str, *, base_url: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The charter in plain language, for citizens: every purpose, and the exact notice of one.
 
-The notice shown on a purpose's page is `document.notice_text` verbatim: its hash is what a
+The notice shown on a purpose's page is `charter.notice.notice_text` verbatim: its hash is what a
 consent records as proof that the citizen was shown it.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template
 
 from charter import document, service
+from charter.notice import notice_text
 from common.db import get_session
 from common.portal import select_locale
 
@@ -39,6 +40,6 @@ def purpose(purpose_id: str) -> str | tuple[str, int]:
         charter=charter,
         purpose=found,
         lang=lang,
-        notice=document.notice_text(charter.doc, found, lang),
+        notice=notice_text(charter.doc, found, lang),
         terms_hash=document.terms_hash(found),
     )

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from audit import service as audit
 from charter import service as charters
-from charter.document import CharterDocument, Purpose, notice_hash, terms_hash
+from charter.document import CharterDocument, Purpose, terms_hash
+from charter.notice import notice_hash
 from common import outbox
 from common.clock import utcnow
 from common.errors import ConflictError, InvalidInputError, NotFoundError

@@ -23,7 +23,8 @@ from marshmallow import Schema, ValidationError
 from marshmallow.fields import List
 
 from charter import service as charters
-from charter.document import notice_hash, notice_text, terms_hash
+from charter.document import terms_hash
+from charter.notice import notice_hash, notice_text
 from common import auth
 from common.auth import CitizenIdentity, citizen_required, current_subject_id
 from common.db import get_session, unit_of_work

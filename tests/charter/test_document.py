@@ -14,22 +14,20 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charter.diff import FieldChange, diff
 from charter.document import (
     CharterDocument,
     CharterInvalidError,
-    FieldChange,
     Text,
     canonical_bytes,
-    diff,
     document_hash,
     from_dict,
-    notice_hash,
-    notice_text,
     parse,
     terms_hash,
     terms_hashes,
     to_dict,
 )
+from charter.notice import notice_hash, notice_text
 from common.errors import InvalidInputError
 
 EXAMPLES = Path(__file__).parents[2] / "examples"

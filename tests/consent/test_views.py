@@ -8,7 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from charter.document import notice_hash, terms_hash
+from charter.document import terms_hash
+from charter.notice import notice_hash
 from consent.models import Citizen, Consent
 from tests.conftest import PASSWORD, form_csrf
 

@@ -20,6 +20,7 @@ class CharterVersion(HasId, Base):
     effective_from: Mapped[date] = mapped_column(Date)
     published_at: Mapped[datetime] = mapped_column(index=True)
     supersede_grace_days: Mapped[int]
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Deferred: parsed documents are cached by sha256, so most reads never need these.
+    document: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
     terms_hashes: Mapped[dict[str, str]] = mapped_column(JSON)
-    source_yaml: Mapped[str]
+    source_yaml: Mapped[str] = mapped_column(deferred=True)

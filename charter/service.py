@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -49,14 +48,15 @@ class Charter:
         return self.row.published_at + timedelta(days=self.row.supersede_grace_days)
 
 
-@lru_cache(maxsize=32)
-def _parsed(sha256: str, source: str) -> CharterDocument:
-    # Keyed by content hash: a stored version never changes, so the cache is always right.
-    return document.parse(source)
+# sha256 -> parsed document. A stored version never changes, so the cache is always right.
+_PARSED: dict[str, CharterDocument] = {}
 
 
 def _wrap(row: CharterVersion) -> Charter:
-    return Charter(row=row, doc=_parsed(row.sha256, row.source_yaml))
+    doc = _PARSED.get(row.sha256)
+    if doc is None:
+        doc = _PARSED[row.sha256] = document.parse(row.source_yaml)  # loads the deferred text
+    return Charter(row=row, doc=doc)
 
 
 def load(session: Session, source: str) -> tuple[Charter, bool]:

@@ -25,6 +25,8 @@ from common.errors import InvalidInputError
 
 ALGORITHM = "ES256"
 _INDEX = "keyring.json"
+# directory -> ((directory, index mtime), active key): see Keyring.active
+_ACTIVE: dict[str, tuple[tuple[str, int], SigningKey]] = {}
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,21 @@ class Keyring:
         return keys[-1]
 
     def active(self) -> SigningKey:
-        """The key that signs now; one is made on first use."""
+        """The key that signs now; one is made on first use.
+
+        Kept in memory until the index file changes, so a rotation by any process (they all
+        share the directory) is picked up at the next signature.
+        """
+        index = self.directory / _INDEX
+        stamp = (str(self.directory), index.stat().st_mtime_ns if index.exists() else 0)
+        cached = _ACTIVE.get(stamp[0])
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        key = self._load_active()
+        _ACTIVE[stamp[0]] = (stamp, key)
+        return key
+
+    def _load_active(self) -> SigningKey:
         current = [k for k in self._read_index() if k.retired_at is None]
         info = current[-1] if current else self.rotate()
         pem = (self.directory / f"{info.kid}.pem").read_bytes()

@@ -170,16 +170,22 @@ def give(session: Session, command: GiveConsent) -> Consent:
         withdrawn_at=None,
         ended_at=None,
         receipt="",
+        events=[],  # a new consent has no history to load
     )
     session.add(consent)
+    _record(session, consent, EventType.GIVEN, method=command.method, actor="citizen", at=now)
+    _flush_in_force(session)
+    return consent
+
+
+def _flush_in_force(session: Session) -> None:
+    """Flush now: the partial unique index decides races between two consents in force."""
     try:
-        session.flush()  # the partial unique index decides races between two gives
+        session.flush()
     except IntegrityError as exc:
         raise ConflictError(
             "A consent for this purpose, recipient and mode is already in force; renew it."
         ) from exc
-    _record(session, consent, EventType.GIVEN, method=command.method, actor="citizen", at=now)
-    return consent
 
 
 def renew(session: Session, command: RenewConsent) -> Consent:
@@ -210,10 +216,8 @@ def renew(session: Session, command: RenewConsent) -> Consent:
     consent.notice_hash = notice_hash(charter.doc, purpose, command.language)
     consent.expires_at = now + timedelta(days=command.duration_days or purpose.consent_max_days)
     consent.ended_at = None
-    try:
-        _record(session, consent, EventType.RENEWED, method=command.method, actor="citizen", at=now)
-    except IntegrityError as exc:
-        raise ConflictError("Another consent for this purpose is already in force.") from exc
+    _record(session, consent, EventType.RENEWED, method=command.method, actor="citizen", at=now)
+    _flush_in_force(session)
     return consent
 
 
@@ -324,7 +328,6 @@ def _record(
     )
     _project(consent, consent.events[-1])
     consent.receipt = _sign_receipt(consent)
-    session.flush()
     audit.append(
         session,
         event=f"consent:consent:{_VERB[kind]}",

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEntry
@@ -52,14 +51,3 @@ def append(
     )
     session.add(entry)
     return entry
-
-
-def entries_for_subject(session: Session, subject_id: uuid.UUID) -> list[AuditEntry]:
-    """Every entry that concerns one citizen, newest first."""
-    return list(
-        session.scalars(
-            select(AuditEntry)
-            .where(AuditEntry.subject_tag == subject_tag(subject_id))
-            .order_by(AuditEntry.occurred_at.desc())
-        )
-    )

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from common.clock import utcnow
-from common.errors import InvalidInputError
 
 ALGORITHM = "ES256"
 _INDEX = "keyring.json"
@@ -161,23 +160,6 @@ def sign(claims: dict[str, Any], key: SigningKey, *, typ: str = "JWT") -> str:
     return jwt.encode(
         claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": typ}
     )
-
-
-def verify(token: str, jwks_doc: dict[str, Any], *, issuer: str) -> dict[str, Any]:
-    """Verify a JWS we issued against a JWKS document; the algorithm is pinned."""
-    try:
-        kid = jwt.get_unverified_header(token)["kid"]
-        jwk = next(k for k in jwks_doc["keys"] if k["kid"] == kid)
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key=jwt.PyJWK(jwk).key,
-            algorithms=[ALGORITHM],
-            issuer=issuer,
-            options={"require": ["iss", "iat", "jti"], "verify_aud": False},
-        )
-    except (jwt.PyJWTError, KeyError, StopIteration) as exc:
-        raise InvalidInputError("The signature does not verify.") from exc
-    return claims
 
 
 def app_keyring() -> Keyring:

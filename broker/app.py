@@ -23,12 +23,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(overrides or {})
     db.init_app(app)
     tasks.celery_init_app(app)
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
     api = http.ProblemApi(app)
     http.register_error_handlers(app)
     portal.init_app(app, str(HERE / "translations"))
 
     from broker import api as broker_api
+    from broker import oauth
     from broker import tasks as _broker_tasks  # noqa: F401  (registers Celery tasks)
     from broker import views as broker_views
     from charter import api as charter_api
@@ -39,12 +40,16 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from consent import views as consent_views
 
     auth.set_resolver(app, consent_views.identity_resolver(app))
+    auth.set_token_validator(app, oauth.validate_access)
+    oauth.init_app(app, csrf)
     for blueprint in (broker_api.blp, charter_api.blp, consent_api.blp):
         api.register_blueprint(blueprint)
     for bp in (broker_views.bp, charter_views.bp, consent_views.bp, consent_views.accounts_bp):
         app.register_blueprint(bp)
     # Lower packages make upper ones act through data, never imports (shared/STYLE.md §3).
     outbox.subscribe(app, "charter.published", "consent.sweep")
+    for ended in ("consent.withdrawn", "consent.expired", "consent.superseded"):
+        outbox.subscribe(app, ended, "broker.revoke_for_consent")
     return app
 
 

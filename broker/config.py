@@ -47,6 +47,7 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
         "beat_schedule": {
             "relay-outbox": {"task": "common.relay_outbox", "schedule": 30.0},
             "sweep-consents": {"task": "consent.sweep", "schedule": 300.0},
+            "purge-replay-cache": {"task": "broker.purge_replay_cache", "schedule": 600.0},
         },
     }
 
@@ -87,5 +88,6 @@ def defaults() -> dict[str, Any]:
         "BABEL_DEFAULT_LOCALE": "fr",
         "BABEL_DEFAULT_TIMEZONE": "Europe/Paris",
         "LANGUAGES": ("fr", "en"),
+        "DPOP_REQUIRE_NONCE": True,  # RFC 9449 §8: proofs carry a nonce the server chose
         "RECEIPT_KEY_PUBLISH_DAYS": 5 * 365 + 30,  # longer than any consent a charter allows
     }

@@ -1,6 +1,9 @@
-"""Who is calling: the signed-in citizen of a portal session (cookie + CSRF on every POST).
+"""Who is calling: an OAuth2 access token, or the signed-in citizen of a portal session.
 
-The lookup itself is plugged in by the composition root (common imports no domain package).
+Every API route says which scope it needs (`require_oauth`) or that it is public (`public`);
+tests/architecture checks that none says nothing. The lookups themselves (session token to
+citizen, access token to identity) are plugged in by the composition root, because common
+imports no domain package.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app, g, redirect, request, session, url_for
 
-from common.errors import UnauthorizedError
+from common.errors import InsufficientScopeError, InvalidTokenError, UnauthorizedError
 from common.http import wants_problem_json
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +34,35 @@ class CitizenIdentity:
 
 
 Resolver = Callable[[str], CitizenIdentity | None]
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """What the resource side sees of a request that carries an access token."""
+
+    scheme: str  # "bearer" or "dpop"
+    token: str
+    dpop_proof: str | None
+    method: str
+    url: str
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """The caller behind a valid access token, as routes need it."""
+
+    client_id: str
+    organisation_id: uuid.UUID
+    organisation_slug: str
+    role: str
+    scopes: frozenset[str]
+    grant_id: uuid.UUID
+    subject_id: uuid.UUID | None = None  # set when a citizen authorised the client
+    consent_ids: tuple[str, ...] = ()
+
+
+TokenValidator = Callable[[AccessRequest], TokenIdentity]
+MAX_AUTHORIZATION_BYTES = 8192 + 16
 
 
 def set_resolver(app: Any, resolver: Resolver) -> None:
@@ -59,8 +91,96 @@ def current_citizen() -> CitizenIdentity | None:
     return citizen
 
 
+def set_token_validator(app: Any, validator: TokenValidator) -> None:
+    """Install the function that checks an access token (broker/app.py does)."""
+    app.extensions["auth.token_validator"] = validator
+
+
+def current_token() -> TokenIdentity | None:
+    """The identity of this request's access token, if it came with one."""
+    token: TokenIdentity | None = g.get("token")
+    return token
+
+
+def _access_request() -> AccessRequest | None:
+    header = request.headers.get("Authorization")
+    if "access_token" in request.args:
+        # FAPI 2.0: tokens travel in the Authorization header only, never in a URL.
+        raise InvalidTokenError(
+            "Access tokens are accepted in the Authorization header only.",
+            challenge='Bearer error="invalid_request"',
+        )
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if len(header) > MAX_AUTHORIZATION_BYTES or scheme.lower() not in ("bearer", "dpop"):
+        raise InvalidTokenError(
+            "Send an access token as `Bearer` or `DPoP`.",
+            challenge='Bearer error="invalid_request", DPoP error="invalid_request"',
+        )
+    return AccessRequest(
+        scheme=scheme.lower(),
+        token=token.strip(),
+        dpop_proof=request.headers.get("DPoP"),
+        method=request.method,
+        url=request.base_url,
+    )
+
+
+def require_oauth(*scopes: str, citizen_session: bool = False) -> Callable[[F], F]:
+    """The route needs an access token holding every one of `scopes`.
+
+    With `citizen_session`, a signed-in citizen's own portal session stands in for a token
+    (the portal's pages and scripts act for the citizen; CSRF guards their writes).
+    """
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            access = _access_request()
+            if access is None:
+                if citizen_session and current_citizen() is not None:
+                    return view(*args, **kwargs)
+                raise InvalidTokenError(
+                    "This needs an access token.", challenge='Bearer realm="tiers", DPoP'
+                )
+            validator: TokenValidator = current_app.extensions["auth.token_validator"]
+            identity = validator(access)
+            missing = sorted(set(scopes) - identity.scopes)
+            if missing:
+                raise InsufficientScopeError(
+                    f"This token lacks the scope {', '.join(missing)}.",
+                )
+            g.token = identity
+            return view(*args, **kwargs)
+
+        wrapped.required_scopes = scopes  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def public(view: F) -> F:
+    """Mark a route that anyone may call (health, keys, the charter, metadata)."""
+    view.required_scopes = ()  # type: ignore[attr-defined]
+    view.public = True  # type: ignore[attr-defined]
+    return view
+
+
+def uses_client_authentication(view: F) -> F:
+    """Mark an OAuth endpoint that authenticates the client itself (token, PAR, ...)."""
+    view.required_scopes = ()  # type: ignore[attr-defined]
+    view.client_authenticated = True  # type: ignore[attr-defined]
+    return view
+
+
 def current_subject_id() -> uuid.UUID:
-    """The pseudonymous subject id of the signed-in citizen, or UnauthorizedError."""
+    """The citizen this request acts for: a token's citizen, else the portal session's."""
+    token = current_token()
+    if token is not None:
+        if token.subject_id is None:
+            raise InsufficientScopeError("This token does not act for a citizen.")
+        return token.subject_id
     citizen = current_citizen()
     if citizen is None:
         raise UnauthorizedError("Sign in first.")

@@ -42,3 +42,18 @@ class TooManyRequestsError(DomainError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class InvalidTokenError(UnauthorizedError):
+    """RFC 6750 / RFC 9449: no usable access token. `challenge` becomes WWW-Authenticate."""
+
+    code = "invalid-token"
+
+    def __init__(self, detail: str, *, challenge: str, nonce: str | None = None) -> None:
+        super().__init__(detail)
+        self.challenge = challenge
+        self.nonce = nonce
+
+
+class InsufficientScopeError(ForbiddenError):
+    code = "insufficient-scope"

@@ -20,6 +20,7 @@ from common.errors import (
     DomainError,
     ForbiddenError,
     InvalidInputError,
+    InvalidTokenError,
     NotFoundError,
     TooManyRequestsError,
     UnauthorizedError,
@@ -136,9 +137,13 @@ class ProblemApi(flask_smorest.Api):
 
 def _on_domain_error(error: DomainError) -> Any:
     status = next((s for cls, s in STATUS_FOR.items() if isinstance(error, cls)), 400)
-    headers = (
-        {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyRequestsError) else {}
-    )
+    headers: dict[str, str] = {}
+    if isinstance(error, TooManyRequestsError):
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, InvalidTokenError):
+        headers["WWW-Authenticate"] = error.challenge
+        if error.nonce:
+            headers["DPoP-Nonce"] = error.nonce
     if wants_problem_json():
         return problem(status, error.code, error.detail, error.fields, headers=headers)
     return render_template("errors/domain.html", error=error, status=status), status, headers

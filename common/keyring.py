@@ -60,6 +60,10 @@ def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     }
 
 
+_PUBLIC: dict[tuple[str, str], dict[str, Any]] = {}
+_KID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 class Keyring:
     """The keys in one directory; every process reads the same files, so rotation is shared."""
 
@@ -139,6 +143,27 @@ class Keyring:
         if not isinstance(private_key, ec.EllipticCurvePrivateKey):
             raise RuntimeError(f"key {info.kid} is not an EC key")
         return SigningKey(info.kid, private_key)
+
+    def public_jwk(self, kid: str) -> dict[str, Any] | None:
+        """The public JWK of one of our keys, by kid (None if we never made it).
+
+        A key never changes once made, so it is cached for the life of the process; only
+        a safe kid (the RFC 7638 thumbprint alphabet) is ever turned into a file name.
+        """
+        cache_key = (str(self.directory), kid)
+        if cache_key in _PUBLIC:
+            return _PUBLIC[cache_key]
+        if not kid or len(kid) > 64 or not set(kid) <= _KID_CHARS:
+            return None
+        path = self.directory / f"{kid}.pem"
+        if not path.exists():
+            return None
+        private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+            return None
+        jwk = public_jwk(private_key.public_key())
+        _PUBLIC[cache_key] = jwk
+        return jwk
 
     def jwks(self, *, publish_for: timedelta) -> dict[str, Any]:
         """Public keys that may still verify a receipt: active, or retired less than

@@ -21,7 +21,7 @@ from charter import service as charters
 from charter.document import CharterDocument, Purpose, terms_hash
 from charter.notice import notice_hash
 from common import outbox
-from common.clock import utcnow
+from common.clock import as_utc, utcnow
 from common.errors import ConflictError, InvalidInputError, NotFoundError
 from common.keyring import app_keyring, sign
 from common.settings import setting
@@ -401,6 +401,41 @@ def list_for_subject(
     if wanted:
         query = query.where(Consent.status.in_(wanted))
     return list(session.scalars(query.order_by(Consent.given_at.desc())))
+
+
+def find_in_force(
+    session: Session, *, subject_id: uuid.UUID, purpose_id: str, recipient_id: str, mode: Mode
+) -> Consent | None:
+    """The citizen's consent in force for this purpose, recipient and mode, if any."""
+    return session.scalar(
+        select(Consent).where(
+            Consent.subject_id == subject_id,
+            Consent.purpose_id == purpose_id,
+            Consent.recipient_id == recipient_id,
+            Consent.mode == mode,
+            Consent.status == ConsentStatus.GIVEN,
+            Consent.expires_at > utcnow(),
+        )
+    )
+
+
+def statuses(session: Session, consent_ids: Iterable[str]) -> dict[str, ConsentStatus]:
+    """The status of each consent *now*: one past its expiry counts as expired even before
+    the sweep records it, so nothing relies on a consent a moment too long."""
+    ids = [uuid.UUID(i) for i in consent_ids]
+    if not ids:
+        return {}
+    now = utcnow()
+    rows = session.execute(
+        select(Consent.id, Consent.status, Consent.expires_at).where(Consent.id.in_(ids))
+    ).all()
+    found = {
+        str(cid): ConsentStatus.EXPIRED
+        if status is ConsentStatus.GIVEN and as_utc(expires) <= now
+        else status
+        for cid, status, expires in rows
+    }
+    return {str(i): found.get(str(i), ConsentStatus.WITHDRAWN) for i in ids}
 
 
 def dpv_status(consent: Consent) -> str:

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 import audit.models  # noqa: F401  (each import registers its tables)
+import broker.models  # noqa: F401
 import charter.models  # noqa: F401
 import common.outbox  # noqa: F401
 import consent.models  # noqa: F401

@@ -176,3 +176,94 @@ def form_csrf(html: str) -> str:
     match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
     assert match, "no csrf_token field on the page"
     return match.group(1)
+
+
+REDIRECT_URI = "https://app.example.org/callback"
+
+
+@dataclass
+class Registered:
+    """A client made for a test, with its plaintext secret (None for other methods)."""
+
+    model: Any
+    secret: str | None
+
+    @property
+    def client_id(self) -> str:
+        return str(self.model.client_id)
+
+    @property
+    def basic(self) -> tuple[str, str]:
+        assert self.secret is not None
+        return (self.client_id, self.secret)
+
+
+@pytest.fixture
+def make_client(session: Session, charter: charters.Charter) -> Any:
+    """Arrange an organisation and one client directly in the database (issuance itself is
+    tested through /oauth/token; other tests need a client, not the registration path)."""
+    from broker.models import AuthMethod, OAuthClient, Organisation, Role
+    from broker.service.credentials import hash_value
+
+    def make(
+        role: str = "reuser",
+        *,
+        slug: str | None = None,
+        category: str | None = "company",
+        scope: str | None = None,
+        auth_method: str = "client_secret_basic",
+        grant_types: tuple[str, ...] = ("authorization_code", "refresh_token", "client_credentials"),
+        redirect_uris: tuple[str, ...] = (REDIRECT_URI,),
+        jwks: dict[str, Any] | None = None,
+        dpop: bool = False,
+        resource_uri: str | None = None,
+    ) -> Registered:
+        from broker.service import scopes
+
+        org = Organisation(
+            slug=slug or f"org-{uuid.uuid4().hex[:8]}",
+            name=f"Organisation {role}",
+            role=Role(role),
+            reuser_category=category,
+            resource_uri=resource_uri,
+            suspended_at=None,
+        )
+        secret = f"secret-{uuid.uuid4().hex}" if auth_method == "client_secret_basic" else None
+        client = OAuthClient(
+            client_id=f"tc_{uuid.uuid4().hex[:12]}",
+            organisation=org,
+            name=f"App of {org.slug}",
+            auth_method=AuthMethod(auth_method),
+            secret_hash=hash_value(secret) if secret else None,
+            jwks=jwks,
+            redirect_uris=list(redirect_uris),
+            grant_types=list(grant_types),
+            scope=scope if scope is not None else " ".join(sorted(scopes.ROLE_SCOPES[Role(role)])),
+            dpop_bound=dpop,
+            registered_by="committee",
+            revoked_at=None,
+        )
+        session.add_all([org, client])
+        session.commit()
+        return Registered(client, secret)
+
+    return make
+
+
+@pytest.fixture
+def oauth_headers(arranging_app: Flask, session: Session, make_client: Any) -> Any:
+    """`oauth_headers(role, scope)`: a Bearer header for a new client of a new organisation
+    of that role, minted directly (client_credentials, no HTTP round trip)."""
+    from broker.service import tokens
+    from common.keyring import app_keyring
+
+    def make(role: str, scope: str, **kw: Any) -> dict[str, str]:
+        registered = make_client(role, scope=scope, **kw)
+        issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
+        body = tokens.client_credentials(
+            session, registered.model, issuer, scope=scope, resource=None, dpop_jkt=None
+        )
+        session.commit()
+        return {"Authorization": f"Bearer {body['access_token']}"}
+
+    return make

@@ -1,0 +1,175 @@
+"""Organisations, their OAuth2 clients, and what the authorization server remembers.
+
+Secrets, codes, request URIs and tokens are stored only as SHA-256 hashes: a copy of the
+database gives nobody a usable credential (they are 256-bit random values, so a fast hash
+is enough; passwords are another matter and live in consent/).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from common.db import Base, HasId, str_enum
+
+
+class Role(enum.StrEnum):
+    """What an organisation is to the territory; it decides the scopes its clients may hold."""
+
+    HOLDER = "holder"
+    REUSER = "reuser"
+    OBSERVATORY = "observatory"
+    CITY_SERVICE = "city_service"
+    AUDITOR = "auditor"
+    COMMITTEE = "committee"
+
+
+class AuthMethod(enum.StrEnum):
+    CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 (a method name)
+    PRIVATE_KEY_JWT = "private_key_jwt"
+    NONE = "none"  # a public client (a citizen's native app): PKCE, no PAR requirement
+
+
+class Organisation(HasId, Base):
+    """A party of the territory. `slug` is the id the charter names (e.g. named reusers)."""
+
+    __tablename__ = "organisation"
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(str_enum(Role))
+    reuser_category: Mapped[str | None] = mapped_column(String(64))
+    # RFC 8707: a holder's own API, which tokens may name as their audience.
+    resource_uri: Mapped[str | None] = mapped_column(String(500), unique=True)
+    suspended_at: Mapped[datetime | None]
+    clients: Mapped[list[OAuthClient]] = relationship(back_populates="organisation")
+
+
+class OAuthClient(HasId, Base):
+    """An OAuth2 client of one organisation (RFC 7591 metadata, secret hashed)."""
+
+    __tablename__ = "oauth_client"
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    auth_method: Mapped[AuthMethod] = mapped_column(str_enum(AuthMethod, 32))
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    grant_types: Mapped[list[str]] = mapped_column(JSON)
+    scope: Mapped[str] = mapped_column(String(500))
+    dpop_bound: Mapped[bool] = mapped_column(Boolean, default=False)
+    registered_by: Mapped[str] = mapped_column(String(16))  # "committee" | "dcr"
+    revoked_at: Mapped[datetime | None]
+    organisation: Mapped[Organisation] = relationship(back_populates="clients", lazy="joined")
+
+
+class InitialAccessToken(HasId, Base):
+    """RFC 7591 §3: lets one organisation register one client by itself, once."""
+
+    __tablename__ = "initial_access_token"
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class PushedRequest(HasId, Base):
+    """RFC 9126: an authorization request pushed by an authenticated client; single-use."""
+
+    __tablename__ = "pushed_request"
+    uri_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_client.id"), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class AuthorizationCode(HasId, Base):
+    """An authorization code (hashed), bound to its client, redirect URI, PKCE and DPoP key."""
+
+    __tablename__ = "authorization_code"
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_client.id"), index=True)
+    subject_id: Mapped[uuid.UUID]
+    redirect_uri: Mapped[str] = mapped_column(String(500))
+    scope: Mapped[str] = mapped_column(String(500))
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    authorization_details: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    consent_ids: Mapped[list[str]] = mapped_column(JSON)
+    resource: Mapped[str | None] = mapped_column(String(500))
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class Grant(HasId, Base):
+    """One authorization: every token issued from one code or one client_credentials call.
+
+    Revoking the grant (code replay, refresh replay, withdrawal) revokes all its tokens.
+    """
+
+    __tablename__ = "oauth_grant"
+    client_pk: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_client.id"), index=True)
+    code_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("authorization_code.id"))
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    scope: Mapped[str] = mapped_column(String(500))
+    authorization_details: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    consent_ids: Mapped[list[str]] = mapped_column(JSON)
+    audience: Mapped[str] = mapped_column(String(500))
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[OAuthClient] = relationship(lazy="joined")
+    consent_links: Mapped[list[GrantConsent]] = relationship(cascade="all, delete-orphan")
+
+
+class GrantConsent(Base):
+    """Which consents a grant relies on: the index that withdrawal follows to its tokens."""
+
+    __tablename__ = "oauth_grant_consent"
+    grant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_grant.id"), primary_key=True)
+    consent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, index=True)
+
+
+class TokenKind(enum.StrEnum):
+    ACCESS = "access"
+    REFRESH = "refresh"
+
+
+class Token(HasId, Base):
+    """An issued token, by hash. An access token's `jti` lets the resource side find it."""
+
+    __tablename__ = "oauth_token"
+    grant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("oauth_grant.id"), index=True)
+    kind: Mapped[TokenKind] = mapped_column(str_enum(TokenKind))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    jti: Mapped[str | None] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]  # a refresh token, once rotated
+    revoked_at: Mapped[datetime | None]
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+
+class SeenJti(Base):
+    """Replay cache of client assertions and DPoP proofs: kept in the database, so it
+    survives a restart and is shared by every worker. Rows past `expires_at` are purged."""
+
+    __tablename__ = "seen_jti"
+    __table_args__ = (UniqueConstraint("issuer", "jti"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    issuer: Mapped[str] = mapped_column(String(128))  # client_id, or "dpop:" + key thumbprint
+    jti: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CommitteeMember(HasId, Base):
+    """A portal account that may use the committee's admin pages (`tiers committee add`)."""
+
+    __tablename__ = "committee_member"
+    citizen_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("citizen.id"), unique=True)
+    note: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,265 @@
+"""HTTP shapes of the committee's organisation and client API, its portal forms, and RFC 7591
+registration. Shapes and types only: the rules live in broker.service.organisations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_dump,
+    pre_load,
+    validate,
+    validates_schema,
+)
+
+from broker.models import AuthMethod, Role
+
+SLUG = validate.Regexp(
+    r"^[a-z0-9]+(-[a-z0-9]+)*\Z", error="A lowercase kebab-case id (e.g. energy-lab)."
+)
+CATEGORY = validate.Length(1, 64)
+URI = validate.Length(1, 500)
+NAME = validate.Length(1, 200)
+
+
+class OrganisationIn(Schema):
+    slug = fields.String(required=True, validate=[SLUG, validate.Length(max=64)])
+    name = fields.String(required=True, validate=NAME)
+    role = fields.Enum(Role, by_value=True, required=True)
+    reuser_category = fields.String(load_default=None, allow_none=True, validate=CATEGORY)
+    resource_uri = fields.String(load_default=None, allow_none=True, validate=URI)
+
+
+class OrganisationUpdate(Schema):
+    """PATCH: only the fields sent change; `null` clears the category or the resource URI."""
+
+    name = fields.String(validate=NAME)
+    reuser_category = fields.String(allow_none=True, validate=CATEGORY)
+    resource_uri = fields.String(allow_none=True, validate=URI)
+    suspended = fields.Boolean()
+
+    @validates_schema
+    def _not_empty(self, data: Mapping[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Send at least one field to change.", "_schema")
+
+
+class OrganisationOut(Schema):
+    id = fields.UUID()
+    slug = fields.String()
+    name = fields.String()
+    role = fields.Enum(Role, by_value=True)
+    reuser_category = fields.String(allow_none=True)
+    resource_uri = fields.String(allow_none=True)
+    suspended = fields.Function(lambda o: o.suspended_at is not None)
+    suspended_at = fields.AwareDateTime(allow_none=True)
+    created_at = fields.AwareDateTime()
+    links = fields.Function(
+        lambda o: {
+            "clients": f"/api/v1/organisations/{o.id}/clients",
+            "initial_access_tokens": f"/api/v1/organisations/{o.id}/initial-access-tokens",
+        }
+    )
+
+
+class ClientIn(Schema):
+    name = fields.String(required=True, validate=NAME)
+    auth_method = fields.Enum(
+        AuthMethod, by_value=True, load_default=AuthMethod.CLIENT_SECRET_BASIC
+    )
+    redirect_uris = fields.List(
+        fields.String(validate=URI), load_default=list, validate=validate.Length(max=10)
+    )
+    grant_types = fields.List(
+        fields.String(validate=validate.Length(1, 64)),
+        required=True,
+        validate=validate.Length(1, 3),
+    )
+    scope = fields.String(required=True, validate=validate.Length(1, 500))
+    jwks = fields.Dict(keys=fields.String(), load_default=None, allow_none=True)
+    dpop_bound = fields.Boolean(load_default=False)
+
+
+class ClientOut(Schema):
+    """A client as the committee sees it: never its secret, never the secret's hash."""
+
+    client_id = fields.String()
+    organisation_id = fields.UUID()
+    organisation = fields.Function(lambda c: c.organisation.slug)
+    name = fields.String()
+    auth_method = fields.Enum(AuthMethod, by_value=True)
+    redirect_uris = fields.List(fields.String())
+    grant_types = fields.List(fields.String())
+    scope = fields.String()
+    jwks = fields.Dict(allow_none=True)
+    dpop_bound = fields.Boolean()
+    registered_by = fields.String()
+    created_at = fields.AwareDateTime()
+    revoked_at = fields.AwareDateTime(allow_none=True)
+
+
+@dataclass(frozen=True)
+class WithSecret:
+    """A client with the secret that exists in clear only in the response that creates it."""
+
+    client: Any
+    client_secret: str | None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class ClientCreatedOut(ClientOut):
+    """The create response: the secret (client_secret_basic only) appears here, once."""
+
+    client_secret = fields.String(allow_none=True)
+
+
+class InitialAccessTokenIn(Schema):
+    hours = fields.Integer(load_default=24, strict=True, validate=validate.Range(1, 720))
+
+
+class InitialAccessTokenOut(Schema):
+    initial_access_token = fields.String()
+    organisation_id = fields.UUID()
+    expires_at = fields.AwareDateTime()
+    registration_endpoint = fields.String()
+
+
+# --- RFC 7591 ---------------------------------------------------------------------------
+
+
+class ClientMetadataIn(Schema):
+    """RFC 7591 §2 client metadata. Metadata we do not understand is ignored (§2)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    client_name = fields.String(load_default=None, validate=NAME)
+    redirect_uris = fields.List(
+        fields.String(validate=URI), load_default=list, validate=validate.Length(max=10)
+    )
+    grant_types = fields.List(
+        fields.String(validate=validate.Length(1, 64)),
+        load_default=lambda: ["authorization_code"],
+        validate=validate.Length(1, 3),
+    )
+    response_types = fields.List(fields.String(), load_default=None)
+    token_endpoint_auth_method = fields.String(
+        load_default="client_secret_basic",
+        validate=validate.OneOf([m.value for m in AuthMethod]),
+    )
+    jwks = fields.Dict(keys=fields.String(), load_default=None)
+    jwks_uri = fields.String(load_default=None)
+    scope = fields.String(load_default=None, validate=validate.Length(1, 500))
+    dpop_bound_access_tokens = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _consistent(self, data: Mapping[str, Any], **_kwargs: Any) -> None:
+        if data.get("jwks_uri") is not None:
+            raise ValidationError("Not supported: send the public keys in jwks.", "jwks_uri")
+        response_types = data.get("response_types")
+        if response_types is not None:
+            # RFC 7591 §2.1: response types must match the grant types.
+            wanted = ["code"] if "authorization_code" in data.get("grant_types", []) else []
+            if sorted(set(response_types)) != wanted:
+                raise ValidationError(
+                    f"Must be {wanted} for these grant types (only the code flow is supported).",
+                    "response_types",
+                )
+
+
+class ClientInformationOut(Schema):
+    """RFC 7591 §3.2.1: the registered client, its secret once, and what was registered."""
+
+    client_id = fields.String()
+    client_secret = fields.String()
+    client_id_issued_at = fields.Function(lambda c: int(c.created_at.timestamp()))
+    # Required with a secret (RFC 7591 §3.2.1); 0: our secrets do not expire.
+    client_secret_expires_at = fields.Function(lambda c: 0 if c.client_secret else None)
+    client_name = fields.String(attribute="name")
+    redirect_uris = fields.List(fields.String())
+    grant_types = fields.List(fields.String())
+    response_types = fields.Function(
+        lambda c: ["code"] if "authorization_code" in c.grant_types else []
+    )
+    token_endpoint_auth_method = fields.Enum(AuthMethod, by_value=True, attribute="auth_method")
+    scope = fields.String()
+    jwks = fields.Dict()
+    dpop_bound_access_tokens = fields.Boolean(attribute="dpop_bound")
+
+    @post_dump
+    def _absent_not_null(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if v is not None}  # RFC 7591 §3.2.1
+
+
+# --- portal forms (the same rules, as browsers send them) -------------------------------
+
+
+class OrganisationForm(OrganisationIn):
+    """The portal's new-organisation form: empty text boxes mean "none"."""
+
+    @pre_load
+    def _blanks(self, data: Mapping[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        return {k: (v.strip() or None) if isinstance(v, str) else v for k, v in data.items()}
+
+
+class OrganisationEditForm(Schema):
+    name = fields.String(required=True, validate=NAME)
+    reuser_category = fields.String(load_default=None, allow_none=True, validate=CATEGORY)
+    resource_uri = fields.String(load_default=None, allow_none=True, validate=URI)
+
+    @pre_load
+    def _blanks(self, data: Mapping[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        return {k: (v.strip() or None) if isinstance(v, str) else v for k, v in data.items()}
+
+
+class _JsonText(fields.Field[dict[str, Any]]):
+    """A textarea holding a JSON object (the JWK Set)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValidationError("Paste a JSON object.")
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValidationError("This is not valid JSON.") from exc
+        if not isinstance(parsed, dict):
+            raise ValidationError("Paste a JSON object.")
+        return parsed
+
+
+class ClientForm(Schema):
+    """The portal's new-client form: one redirect URI per line, scopes as checkboxes."""
+
+    name = fields.String(required=True, validate=NAME)
+    auth_method = fields.Enum(AuthMethod, by_value=True, required=True)
+    redirect_uris = fields.List(
+        fields.String(validate=URI), load_default=list, validate=validate.Length(max=10)
+    )
+    grant_types = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=list)
+    scope = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=list)
+    jwks = _JsonText(load_default=None, allow_none=True)
+    dpop_bound = fields.Boolean(load_default=False)
+
+    @pre_load
+    def _from_browser(self, data: Mapping[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        out = dict(data)
+        uris = out.get("redirect_uris")
+        if isinstance(uris, list):
+            lines = [line.strip() for text in uris for line in str(text).splitlines()]
+            out["redirect_uris"] = [line for line in lines if line]
+        if isinstance(out.get("jwks"), str) and not out["jwks"].strip():
+            out["jwks"] = None
+        return out
+
+
+class InitialAccessTokenForm(Schema):
+    hours = fields.Integer(load_default=24, validate=validate.Range(1, 720))

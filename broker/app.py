@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
 
 from broker import config
@@ -24,6 +24,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     tasks.celery_init_app(app)
     csrf = CSRFProtect(app)
+    app.before_request(_csrf_unless_token(csrf))
     api = http.ProblemApi(app)
     http.register_error_handlers(app)
     portal.init_app(app, str(HERE / "translations"))
@@ -51,6 +52,21 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     for ended in ("consent.withdrawn", "consent.expired", "consent.superseded"):
         outbox.subscribe(app, ended, "broker.revoke_for_consent")
     return app
+
+
+def _csrf_unless_token(csrf: CSRFProtect) -> Callable[[], None]:
+    """CSRF guards what a browser's cookie authenticates. An API call carrying an access
+    token is authenticated by the token (which a browser never adds by itself), so it needs
+    none; everything else is checked (WTF_CSRF_CHECK_DEFAULT is off for this reason)."""
+
+    def check() -> None:
+        if not current_app.config["WTF_CSRF_ENABLED"]:
+            return
+        if request.path.startswith("/api/") and "Authorization" in request.headers:
+            return
+        csrf.protect(apply_exemptions=True)
+
+    return check
 
 
 def _instance_path() -> str:

@@ -1,16 +1,21 @@
-"""The `tiers` command: migrations, charters, keys, demo data, and the worker and beat."""
+"""The `tiers` command: migrations, charters, keys, the committee, organisations and their
+clients, demo data, and the worker and beat."""
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from broker.app import create_app
-from broker.service import publish_charter
+from broker.models import AuthMethod, Role
+from broker.service import organisations, publish_charter
 from charter import service as charters
 from charter.document import CharterInvalidError
 from common import migrations
@@ -99,6 +104,157 @@ def keys_list() -> None:
     for info in app_keyring().all():
         retired = info.retired_at.isoformat() if info.retired_at else "active"
         click.echo(f"{info.kid}  created {info.created_at.isoformat()}  {retired}")
+
+
+def _fail(what: str, exc: DomainError) -> NoReturn:
+    """Print a refusal with its field messages and exit 1 (nothing was stored)."""
+    click.echo(f"{what}: {exc.detail}", err=True)
+    for field, messages in exc.fields.items():
+        for message in messages:
+            click.echo(f"  {field}: {message}", err=True)
+    sys.exit(1)
+
+
+@main.group()
+def committee() -> None:
+    """The charter committee's members (they use the admin pages)."""
+
+
+@committee.command("add")
+@click.argument("email")
+@with_appcontext
+def committee_add(email: str) -> None:
+    """Let the portal account with this e-mail use the admin pages (it signs up first)."""
+    try:
+        with unit_of_work() as session:
+            organisations.add_committee_member(session, email, actor="cli")
+    except DomainError as exc:
+        _fail(email, exc)
+    click.echo(f"{email} is a member of the charter committee")
+
+
+@main.group()
+def org() -> None:
+    """Organisations of the territory."""
+
+
+@org.command("create")
+@click.option("--slug", required=True, help="Lowercase kebab-case id (the charter's reuser id).")
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@click.option("--category", default=None, help="A reuser category of the current charter.")
+@click.option("--resource-uri", default=None, help="A holder's API (RFC 8707 resource).")
+@with_appcontext
+def org_create(
+    slug: str, name: str, role: str, category: str | None, resource_uri: str | None
+) -> None:
+    """Register an organisation."""
+    try:
+        with unit_of_work() as session:
+            created = organisations.create_organisation(
+                session,
+                slug=slug,
+                name=name,
+                role=role,
+                reuser_category=category,
+                resource_uri=resource_uri,
+                actor="cli",
+            )
+            organisation_id = created.id
+    except DomainError as exc:
+        _fail(slug, exc)
+    click.echo(f"organisation {slug} created: {organisation_id}")
+
+
+@main.group()
+def client() -> None:
+    """OAuth2 clients of organisations."""
+
+
+@client.command("create")
+@click.argument("org_slug")
+@click.option("--name", required=True)
+@click.option(
+    "--auth-method",
+    type=click.Choice([m.value for m in AuthMethod]),
+    default=AuthMethod.CLIENT_SECRET_BASIC.value,
+    show_default=True,
+)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Repeat for several.")
+@click.option("--grant-type", "grant_types", multiple=True, required=True, help="Repeatable.")
+@click.option("--scope", required=True, help='Space-separated, e.g. "access:request".')
+@click.option(
+    "--jwks-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The public JWK Set, for private_key_jwt.",
+)
+@click.option("--dpop", is_flag=True, help="Bind its tokens to a DPoP key (RFC 9449).")
+@with_appcontext
+def client_create(
+    org_slug: str,
+    name: str,
+    auth_method: str,
+    redirect_uris: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    scope: str,
+    jwks_file: Path | None,
+    dpop: bool,
+) -> None:
+    """Register a client; its secret (client_secret_basic) is printed once, never stored."""
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = json.loads(jwks_file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            click.echo(f"{jwks_file}: not valid JSON ({exc})", err=True)
+            sys.exit(1)
+    try:
+        with unit_of_work() as session:
+            organisation = organisations.get_organisation_by_slug(session, org_slug)
+            created, secret = organisations.create_client(
+                session,
+                organisation_id=organisation.id,
+                name=name,
+                auth_method=auth_method,
+                redirect_uris=list(redirect_uris),
+                grant_types=list(grant_types),
+                scope=scope,
+                jwks=jwks,
+                dpop_bound=dpop,
+                registered_by="committee",
+                actor="cli",
+            )
+            client_id = created.client_id
+    except DomainError as exc:
+        _fail(org_slug, exc)
+    click.echo(f"client_id: {client_id}")
+    if secret is not None:
+        click.echo(f"client_secret: {secret}")
+        click.echo("(shown once: Tiers keeps only its hash)", err=True)
+
+
+@main.group()
+def iat() -> None:
+    """Initial access tokens for RFC 7591 self-registration."""
+
+
+@iat.command("issue")
+@click.argument("org_slug")
+@click.option("--hours", type=click.IntRange(1, 720), default=24, show_default=True)
+@with_appcontext
+def iat_issue(org_slug: str, hours: int) -> None:
+    """Issue a single-use initial access token; printed once, stored hashed."""
+    try:
+        with unit_of_work() as session:
+            organisation = organisations.get_organisation_by_slug(session, org_slug)
+            token = organisations.issue_initial_access_token(
+                session, organisation_id=organisation.id, ttl=timedelta(hours=hours), actor="cli"
+            )
+            expires_at = organisations.get_initial_access_token(session, token).expires_at
+    except DomainError as exc:
+        _fail(org_slug, exc)
+    click.echo(f"initial_access_token: {token}")
+    click.echo(f"expires_at: {expires_at.isoformat()}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -85,6 +85,7 @@ def defaults() -> dict[str, Any]:
         "SIGN_IN_WINDOW": timedelta(minutes=15),
         "SIGN_IN_MAX_FAILURES_PER_CLIENT": 20,
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the citizen session
+        "WTF_CSRF_CHECK_DEFAULT": False,  # broker/app.py checks, unless a token authenticates
         "BABEL_DEFAULT_LOCALE": "fr",
         "BABEL_DEFAULT_TIMEZONE": "Europe/Paris",
         "LANGUAGES": ("fr", "en"),

@@ -1,4 +1,5 @@
-"""The portal shell: the home page, the language switch, and what every page's header shows.
+"""The portal shell: the home page, the language switch, what every page's header shows, and
+the charter committee's admin pages (organisations and their OAuth2 clients).
 
 Templates and the stylesheet live in broker/templates and broker/static, which are the app's
 own folders (broker/app.py builds `Flask("broker.app")`, rooted at broker/), so the app itself
@@ -8,16 +9,46 @@ serves /static/tiers.css and this blueprint needs no static folder of its own.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any, TypeVar
 
-from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from marshmallow import Schema, ValidationError
+from marshmallow.fields import List
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
+from broker.models import AuthMethod, Role
+from broker.schemas import (
+    ClientForm,
+    InitialAccessTokenForm,
+    OrganisationEditForm,
+    OrganisationForm,
+)
+from broker.service import organisations, scopes
 from charter import service as charter_service
 from charter.service import Charter
-from common.auth import current_citizen, safe_next
+from common.auth import citizen_required, current_citizen, safe_next
 from common.db import get_session, unit_of_work
+from common.errors import ConflictError, DomainError, ForbiddenError, InvalidInputError
 from consent import accounts
 
 log = logging.getLogger(__name__)
@@ -65,3 +96,247 @@ def set_language() -> Response:
         with unit_of_work() as db_session:
             accounts.set_language(db_session, citizen.id, lang)
     return redirect(safe_next(request.form.get("next"), url_for("portal.home")))
+
+
+# --- the charter committee's admin pages ------------------------------------------------
+# Organisations and their clients. Only committee members (`tiers committee add`) get in;
+# secrets and initial access tokens are shown once, on the page that creates them, and the
+# page is never cached.
+
+ROLE_LABELS = {
+    Role.HOLDER: _l("Détenteur de données"),
+    Role.REUSER: _l("Réutilisateur"),
+    Role.OBSERVATORY: _l("Observatoire"),
+    Role.CITY_SERVICE: _l("Service de la collectivité"),
+    Role.AUDITOR: _l("Auditeur"),
+    Role.COMMITTEE: _l("Comité de la charte"),
+}
+AUTH_METHOD_LABELS = {
+    AuthMethod.CLIENT_SECRET_BASIC: _l("Secret partagé (client_secret_basic)"),
+    AuthMethod.PRIVATE_KEY_JWT: _l("Clé privée (private_key_jwt, RFC 7523)"),
+    AuthMethod.NONE: _l("Client public (application native, PKCE)"),
+}
+
+
+@bp.app_template_global()
+def role_label(role: str) -> str:
+    """The committee's words for an organisation's role."""
+    try:
+        return str(ROLE_LABELS[Role(role)])
+    except ValueError:
+        return role
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def committee_required(view: F) -> F:
+    """A signed-in committee member, else the sign-in page (anonymous) or 403 (anyone else)."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        citizen = current_citizen()
+        assert citizen is not None  # noqa: S101 (citizen_required runs first)
+        member = organisations.get_committee_member(get_session(), citizen.id)
+        if member is None:
+            raise ForbiddenError(_("Ces pages sont réservées au comité de la charte."))
+        # The log names the member by their membership, never by e-mail (shared/DESIGN.md).
+        g.committee_actor = f"committee:{member.id}"
+        return view(*args, **kwargs)
+
+    return citizen_required(wrapped)  # type: ignore[return-value]
+
+
+def _form(schema: Schema) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Load the posted form with `schema` (list fields read every value of their name)."""
+    raw = {
+        name: request.form.getlist(name) if isinstance(schema.fields.get(name), List) else value
+        for name, value in request.form.items()
+        if name != "csrf_token"
+    }
+    try:
+        return schema.load(raw, unknown="exclude"), {}
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
+        return {}, {str(k): _messages(v) for k, v in messages.items()}
+
+
+def _messages(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [m for v in value.values() for m in _messages(v)]
+    if isinstance(value, list):
+        return [m for v in value for m in _messages(v)]
+    return [str(value)]
+
+
+def _errors(exc: DomainError) -> dict[str, list[str]]:
+    return exc.fields or {"_": [exc.detail]}
+
+
+def _no_store(body: str, status: int = 200) -> Response:
+    """A page that may show a secret: never cached, never kept by the browser's history."""
+    response = make_response(body, status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/admin/")
+@committee_required
+def admin_index() -> str:
+    return render_template(
+        "admin/index.html", organisations=organisations.list_organisations(get_session())
+    )
+
+
+@bp.route("/admin/organisations/new", methods=["GET", "POST"])
+@committee_required
+def admin_new_organisation() -> Any:
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        data, errors = _form(OrganisationForm())
+        if not errors:
+            try:
+                with unit_of_work() as session:
+                    created = organisations.create_organisation(
+                        session, **data, actor=g.committee_actor
+                    )
+            except (InvalidInputError, ConflictError) as exc:
+                errors = _errors(exc)
+            else:
+                flash(_("L'organisation %(slug)s est enregistrée.", slug=created.slug), "success")
+                return redirect(url_for("portal.admin_organisation", organisation_id=created.id))
+    return render_template(
+        "admin/organisation_new.html",
+        errors=errors,
+        form=request.form,
+        roles=list(Role),
+        charter=current_charter(),
+    ), (422 if errors else 200)
+
+
+def _organisation_page(organisation_id: uuid.UUID, *, status: int = 200, **extra: Any) -> Response:
+    session = get_session()
+    organisation = organisations.get_organisation(session, organisation_id)
+    context: dict[str, Any] = {
+        "client_errors": {},
+        "edit_errors": {},
+        "token_errors": {},
+        "form": MultiDict(),
+        "secret": None,
+        "created_client": None,
+        "initial_access_token": None,
+        **extra,
+    }
+    return _no_store(
+        render_template(
+            "admin/organisation.html",
+            organisation=organisation,
+            clients=organisations.list_clients(session, organisation_id),
+            charter=current_charter(),
+            allowed_scopes=sorted(scopes.allowed_for(organisation.role)),
+            auth_methods=AUTH_METHOD_LABELS,
+            grant_types=organisations.GRANT_TYPES,
+            registration_endpoint=f"{current_app.config['ISSUER']}/oauth/register",
+            **context,
+        ),
+        status,
+    )
+
+
+@bp.get("/admin/organisations/<uuid:organisation_id>")
+@committee_required
+def admin_organisation(organisation_id: uuid.UUID) -> Response:
+    return _organisation_page(organisation_id)
+
+
+@bp.post("/admin/organisations/<uuid:organisation_id>")
+@committee_required
+def admin_edit_organisation(organisation_id: uuid.UUID) -> Response:
+    data, errors = _form(OrganisationEditForm())
+    try:
+        if errors:
+            raise InvalidInputError("The form is not valid.", fields=errors)
+        with unit_of_work() as session:
+            organisations.update_organisation(
+                session, organisation_id, **data, actor=g.committee_actor
+            )
+    except (InvalidInputError, ConflictError) as exc:
+        return _organisation_page(organisation_id, status=422, edit_errors=_errors(exc))
+    flash(_("L'organisation est modifiée."), "success")
+    return redirect(url_for("portal.admin_organisation", organisation_id=organisation_id))
+
+
+@bp.post("/admin/organisations/<uuid:organisation_id>/suspension")
+@committee_required
+def admin_suspend_organisation(organisation_id: uuid.UUID) -> Response:
+    suspended = request.form.get("suspended") == "1"
+    with unit_of_work() as session:
+        organisations.update_organisation(
+            session, organisation_id, suspended=suspended, actor=g.committee_actor
+        )
+    if suspended:
+        flash(_("L'organisation est suspendue : ses clients n'obtiennent plus de jeton."), "info")
+    else:
+        flash(_("La suspension est levée."), "success")
+    return redirect(url_for("portal.admin_organisation", organisation_id=organisation_id))
+
+
+@bp.post("/admin/organisations/<uuid:organisation_id>/clients")
+@committee_required
+def admin_create_client(organisation_id: uuid.UUID) -> Response:
+    data, errors = _form(ClientForm())
+    try:
+        if errors:
+            raise InvalidInputError("The form is not valid.", fields=errors)
+        with unit_of_work() as session:
+            client, secret = organisations.create_client(
+                session,
+                organisation_id=organisation_id,
+                name=data["name"],
+                auth_method=data["auth_method"],
+                redirect_uris=data["redirect_uris"],
+                grant_types=data["grant_types"],
+                scope=" ".join(data["scope"]),
+                jwks=data["jwks"],
+                dpop_bound=data["dpop_bound"],
+                registered_by="committee",
+                actor=g.committee_actor,
+            )
+    except (InvalidInputError, ConflictError) as exc:
+        return _organisation_page(
+            organisation_id, status=422, client_errors=_errors(exc), form=request.form
+        )
+    # Rendered, not redirected: the secret must not travel through the session cookie.
+    return _organisation_page(organisation_id, created_client=client, secret=secret)
+
+
+@bp.post("/admin/clients/<client_id>/revoke")
+@committee_required
+def admin_revoke_client(client_id: str) -> Response:
+    with unit_of_work() as session:
+        client = organisations.revoke_client(session, client_id=client_id, actor=g.committee_actor)
+        organisation_id = client.organisation_id
+    flash(_("Le client %(client_id)s est révoqué, ses jetons aussi.", client_id=client_id), "info")
+    return redirect(url_for("portal.admin_organisation", organisation_id=organisation_id))
+
+
+@bp.post("/admin/organisations/<uuid:organisation_id>/initial-access-tokens")
+@committee_required
+def admin_issue_initial_access_token(organisation_id: uuid.UUID) -> Response:
+    data, errors = _form(InitialAccessTokenForm())
+    try:
+        if errors:
+            raise InvalidInputError("The form is not valid.", fields=errors)
+        with unit_of_work() as session:
+            token = organisations.issue_initial_access_token(
+                session,
+                organisation_id=organisation_id,
+                ttl=timedelta(hours=data["hours"]),
+                actor=g.committee_actor,
+            )
+            expires_at = organisations.get_initial_access_token(session, token).expires_at
+    except (InvalidInputError, ConflictError) as exc:
+        return _organisation_page(organisation_id, status=422, token_errors=_errors(exc))
+    return _organisation_page(
+        organisation_id, initial_access_token=token, token_expires_at=expires_at
+    )

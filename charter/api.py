@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from charter import service
 from charter.notice import notice_hash
 from charter.schemas import CharterOut, CharterVersionSummaryOut
+from common.auth import public
 from common.db import get_session
 from common.http import jsonld_response
 
@@ -39,24 +40,28 @@ def _out(charter: service.Charter) -> dict[str, Any]:
 
 
 @blp.get("")
+@public
 @blp.response(200, CharterOut)
 def current_charter() -> dict[str, Any]:
     return _out(service.current(get_session()))
 
 
 @blp.get("/versions")
+@public
 @blp.response(200, CharterVersionSummaryOut(many=True))
 def list_versions() -> list[Any]:
     return service.versions(get_session())
 
 
 @blp.get("/versions/<string:version>")
+@public
 @blp.response(200, CharterOut)
 def get_version(version: str) -> dict[str, Any]:
     return _out(service.get_version(get_session(), version))
 
 
 @blp.get("/versions/<string:version>/odrl")
+@public
 @blp.response(200, content_type="application/ld+json")
 def get_odrl(version: str) -> Response:
     document = service.odrl(get_session(), version, base_url=current_app.config["ISSUER"])

@@ -142,7 +142,11 @@ def require_oauth(*scopes: str, citizen_session: bool = False) -> Callable[[F], 
                 if citizen_session and current_citizen() is not None:
                     return view(*args, **kwargs)
                 raise InvalidTokenError(
-                    "This needs an access token.", challenge='Bearer realm="tiers", DPoP'
+                    "Sign in first, or send an access token."
+                    if citizen_session
+                    else "This needs an access token.",
+                    challenge='Bearer realm="tiers", DPoP algs="ES256 PS256 EdDSA"',
+                    missing=True,
                 )
             validator: TokenValidator = current_app.extensions["auth.token_validator"]
             identity = validator(access)
@@ -155,6 +159,7 @@ def require_oauth(*scopes: str, citizen_session: bool = False) -> Callable[[F], 
             return view(*args, **kwargs)
 
         wrapped.required_scopes = scopes  # type: ignore[attr-defined]
+        wrapped.citizen_session = citizen_session  # type: ignore[attr-defined]
         return wrapped  # type: ignore[return-value]
 
     return decorate

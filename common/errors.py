@@ -49,10 +49,14 @@ class InvalidTokenError(UnauthorizedError):
 
     code = "invalid-token"
 
-    def __init__(self, detail: str, *, challenge: str, nonce: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, challenge: str, nonce: str | None = None, missing: bool = False
+    ) -> None:
         super().__init__(detail)
         self.challenge = challenge
         self.nonce = nonce
+        if missing:  # RFC 6750 §3.1: no credentials at all is not an invalid token
+            self.code = UnauthorizedError.code
 
 
 class InsufficientScopeError(ForbiddenError):

@@ -1,5 +1,6 @@
-"""REST API of a citizen's consents. Citizens authenticate with their portal session
-(cookie + X-CSRFToken header); OAuth2 tokens come with the OAuth2 issue."""
+"""REST API of a citizen's consents: for the citizen's own portal session (cookie +
+X-CSRFToken header), or for an app the citizen authorised (an access token acting for them,
+with `consent:read` / `consent:write`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from flask import Response
 from flask_smorest import Blueprint
 from flask_wtf.csrf import generate_csrf
 
-from common.auth import citizen_required, current_citizen, current_subject_id
+from common.auth import citizen_required, current_citizen, current_subject_id, require_oauth
 from common.db import get_session, unit_of_work
 from common.http import jsonld_response
 from consent import service
@@ -30,6 +31,7 @@ blp = Blueprint(
 
 
 @blp.get("/me")
+@require_oauth(citizen_session=True)
 @citizen_required
 @blp.response(200, SessionOut)
 def me() -> dict[str, Any]:
@@ -43,7 +45,7 @@ def me() -> dict[str, Any]:
 
 
 @blp.post("/consents")
-@citizen_required
+@require_oauth("consent:write", citizen_session=True)
 @blp.arguments(GiveConsentIn)
 @blp.response(201, ConsentOut)
 def give_consent(data: dict[str, Any]) -> Consent:
@@ -61,7 +63,7 @@ def give_consent(data: dict[str, Any]) -> Consent:
 
 
 @blp.get("/consents")
-@citizen_required
+@require_oauth("consent:read", citizen_session=True)
 @blp.arguments(ConsentQuery, location="query")
 @blp.response(200, ConsentOut(many=True))
 def list_consents(query: dict[str, Any]) -> list[Consent]:
@@ -70,21 +72,21 @@ def list_consents(query: dict[str, Any]) -> list[Consent]:
 
 
 @blp.get("/consents/<uuid:consent_id>")
-@citizen_required
+@require_oauth("consent:read", citizen_session=True)
 @blp.response(200, ConsentOut)
 def get_consent(consent_id: uuid.UUID) -> Consent:
     return service.get_for_subject(get_session(), current_subject_id(), consent_id)
 
 
 @blp.get("/consents/<uuid:consent_id>/history")
-@citizen_required
+@require_oauth("consent:read", citizen_session=True)
 @blp.response(200, ConsentWithHistoryOut)
 def consent_history(consent_id: uuid.UUID) -> Consent:
     return service.get_for_subject(get_session(), current_subject_id(), consent_id)
 
 
 @blp.post("/consents/<uuid:consent_id>/withdraw")
-@citizen_required
+@require_oauth("consent:write", citizen_session=True)
 @blp.response(200, ConsentOut)
 def withdraw_consent(consent_id: uuid.UUID) -> Consent:
     with unit_of_work() as session:
@@ -94,7 +96,7 @@ def withdraw_consent(consent_id: uuid.UUID) -> Consent:
 
 
 @blp.post("/consents/<uuid:consent_id>/renew")
-@citizen_required
+@require_oauth("consent:write", citizen_session=True)
 @blp.arguments(RenewConsentIn)
 @blp.response(200, ConsentOut)
 def renew_consent(data: dict[str, Any], consent_id: uuid.UUID) -> Consent:
@@ -108,7 +110,7 @@ def renew_consent(data: dict[str, Any], consent_id: uuid.UUID) -> Consent:
 
 
 @blp.get("/consents/<uuid:consent_id>/receipt")
-@citizen_required
+@require_oauth("consent:read", citizen_session=True)
 @blp.response(200, content_type="application/jose")
 def consent_receipt(consent_id: uuid.UUID) -> Response:
     consent = service.get_for_subject(get_session(), current_subject_id(), consent_id)
@@ -116,7 +118,7 @@ def consent_receipt(consent_id: uuid.UUID) -> Response:
 
 
 @blp.get("/consents/<uuid:consent_id>/jsonld")
-@citizen_required
+@require_oauth("consent:read", citizen_session=True)
 @blp.response(200, content_type="application/ld+json")
 def consent_jsonld(consent_id: uuid.UUID) -> Response:
     session = get_session()
@@ -125,7 +127,7 @@ def consent_jsonld(consent_id: uuid.UUID) -> Response:
 
 
 @blp.get("/consents/export")
-@citizen_required
+@require_oauth("consent:read", citizen_session=True)
 @blp.response(200, content_type="application/ld+json")
 def export_consents() -> Response:
     return jsonld_response(service.export_all(get_session(), current_subject_id()))

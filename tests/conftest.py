@@ -212,7 +212,11 @@ def make_client(session: Session, charter: charters.Charter) -> Any:
         category: str | None = "company",
         scope: str | None = None,
         auth_method: str = "client_secret_basic",
-        grant_types: tuple[str, ...] = ("authorization_code", "refresh_token", "client_credentials"),
+        grant_types: tuple[str, ...] = (
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+        ),
         redirect_uris: tuple[str, ...] = (REDIRECT_URI,),
         jwks: dict[str, Any] | None = None,
         dpop: bool = False,

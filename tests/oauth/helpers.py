@@ -46,14 +46,14 @@ def par_params(challenge: str, **overrides: Any) -> dict[str, str]:
 
 
 def push(client: FlaskClient, registered: Any, challenge: str, **overrides: Any) -> Any:
-    return client.post(
-        "/oauth/par", data=par_params(challenge, **overrides), auth=registered.basic
-    )
+    return client.post("/oauth/par", data=par_params(challenge, **overrides), auth=registered.basic)
 
 
 def approve(browser: FlaskClient, client_id: str, request_uri: str) -> dict[str, list[str]]:
     """The citizen opens the consent screen and clicks "J'accepte"; returns the redirect query."""
-    page = browser.get("/oauth/authorize", query_string={"client_id": client_id, "request_uri": request_uri})
+    page = browser.get(
+        "/oauth/authorize", query_string={"client_id": client_id, "request_uri": request_uri}
+    )
     assert page.status_code == 200, page.get_data(as_text=True)
     answer = browser.post(
         "/oauth/authorize",
@@ -120,4 +120,6 @@ class DpopKey:
         if access_token:
             digest = hashlib.sha256(access_token.encode()).digest()
             claims["ath"] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-        return jwt.encode(claims, self.private, algorithm="ES256", headers={"typ": typ, "jwk": self.jwk})
+        return jwt.encode(
+            claims, self.private, algorithm="ES256", headers={"typ": typ, "jwk": self.jwk}
+        )

@@ -24,7 +24,10 @@ def reuser(make_client: Any) -> Any:
 @pytest.fixture
 def holder(make_client: Any) -> Any:
     return make_client(
-        "holder", category=None, grant_types=("client_credentials",), redirect_uris=(),
+        "holder",
+        category=None,
+        grant_types=("client_credentials",),
+        redirect_uris=(),
         resource_uri="https://holder.example.org/api",
     )
 
@@ -65,7 +68,9 @@ def test_introspection_answers_from_the_current_consent_state(
     )
     assert withdrawn.status_code == 200
 
-    again = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=reuser.basic)
+    again = client.post(
+        "/oauth/introspect", data={"token": body["access_token"]}, auth=reuser.basic
+    )
     assert again.get_json() == {"active": False}
     refreshed = client.post(
         "/oauth/token",

@@ -164,7 +164,8 @@ F = Callable[..., Any]
 
 def _registration_error(fields: dict[str, list[str]], detail: str) -> Response:
     """RFC 7591 §3.2.2: 400 with `error` and `error_description`; `errors` names the fields."""
-    code = "invalid_redirect_uri" if "redirect_uris" in fields else "invalid_client_metadata"
+    # invalid_redirect_uri when the redirect URIs are all that is wrong, else the general code.
+    code = "invalid_redirect_uri" if set(fields) == {"redirect_uris"} else "invalid_client_metadata"
     messages = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in sorted(fields.items()))
     response = jsonify(
         error=code,

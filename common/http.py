@@ -37,11 +37,12 @@ STATUS_FOR: dict[type[DomainError], int] = {
     TooManyRequestsError: 429,
 }
 PROBLEM_PREFIXES = ("/api/", "/oauth/", "/.well-known/", "/openapi.json")
+PORTAL_PAGES = ("/oauth/authorize",)  # the consent screen is a page the citizen sees
 
 
 def wants_problem_json() -> bool:
     """Whether this request is in the machine URL space (decided by path, deterministic)."""
-    return request.path.startswith(PROBLEM_PREFIXES)
+    return request.path.startswith(PROBLEM_PREFIXES) and request.path not in PORTAL_PAGES
 
 
 def problem(

@@ -380,7 +380,7 @@ def _check_redirect_uris(
         messages.append(f"At most {MAX_REDIRECT_URIS} redirect URIs.")
     if "authorization_code" in grants and not uris:
         messages.append("The authorization_code grant needs at least one redirect URI.")
-    if uris and "authorization_code" not in grants:
+    if uris and "authorization_code" not in grants and "grant_types" not in errors:
         messages.append("Redirect URIs are used only by the authorization_code grant.")
     if messages:
         errors["redirect_uris"] = messages

@@ -46,9 +46,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(
-    env: Mapping[str, str], log: Path, *, port: int, workers: int = 2
-) -> LiveServer:
+def start(env: Mapping[str, str], log: Path, *, port: int, workers: int = 2) -> LiveServer:
     """Launch gunicorn (not waiting for it): its own process group, output into `log`."""
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -81,9 +79,7 @@ def wait_healthy(server: LiveServer, *, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(
-                f"gunicorn exited ({server.process.returncode}):\n{server.tail()}"
-            )
+            raise RuntimeError(f"gunicorn exited ({server.process.returncode}):\n{server.tail()}")
         with contextlib.suppress(requests.RequestException):
             if requests.get(f"{server.url}/api/v1/health", timeout=2).status_code == 200:
                 return

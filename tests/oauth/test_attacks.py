@@ -227,11 +227,12 @@ def test_a_replayed_refresh_token_revokes_the_whole_family(
     )
     assert after.status_code == 400
     grant = session.scalar(select(Grant))
-    assert grant is not None and grant.revoked_reason == "refresh_replay"
+    assert grant is not None
+    assert grant.revoked_reason == "refresh_replay"
 
 
 @pytest.mark.parametrize(
-    "overrides, error",
+    ("overrides", "error"),
     [
         ({"code_challenge": None, "code_challenge_method": None}, "invalid_request"),
         ({"code_challenge_method": "plain"}, "invalid_request"),

@@ -9,6 +9,7 @@ ones, except the named reuser "ecowatt-conseil" of the charter, looked up or cre
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -369,11 +370,11 @@ def test_a_citizen_in_chromium_authorizes_a_reuser_app_then_withdraws_and_its_to
         page.get_by_test_id("sign-out").click()
         expect(page.get_by_test_id("sign-out")).to_have_count(0, timeout=UI_TIMEOUT)
 
-        # The reuser's app sends the citizen to the authorize URL. Signed out, that page
-        # answers a 401 problem instead of the sign-in form (the xfail test below), so the
-        # citizen signs in first with the authorize URL as `next`.
+        # The reuser's app sends the signed-out citizen to the authorize URL: sign in, and
+        # come back to the consent screen.
         query = urlencode({"client_id": reuser.client_id, "request_uri": request_uri})
-        page.goto(f"{live.url}/sign-in?{urlencode({'next': f'/oauth/authorize?{query}'})}")
+        page.goto(f"{live.url}/oauth/authorize?{query}")
+        expect(page).to_have_url(re.compile(r"/sign-in\?next="), timeout=UI_TIMEOUT)
         page.fill("input[name=email]", email)
         page.fill("input[name=password]", PASSWORD)
         page.get_by_test_id("sign-in").click()
@@ -475,13 +476,6 @@ def test_twenty_concurrent_refreshes_never_leave_two_working_refresh_tokens(
     assert _audit(live.app, "oauth:refresh:replay", f"client:{reuser.client_id}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: GET /oauth/authorize without a citizen session answers a 401 "
-    "problem+json (the /oauth/ prefix is machine space for common.http.wants_problem_json) "
-    "instead of redirecting to /sign-in?next=…, so a signed-out citizen sent by an app "
-    "is stuck",
-)
 def test_a_signed_out_citizen_sent_to_the_consent_screen_is_asked_to_sign_in(
     live: Live,
 ) -> None:

@@ -112,7 +112,8 @@ def validate(
             redirect=True,
         )
     requested = scopes.parse(params.get("scope"))
-    if scopes.unknown(requested) or not requested <= scopes.parse(client.scope):
+    allowed = scopes.parse(client.scope) & scopes.allowed_for(client.organisation.role)
+    if scopes.unknown(requested) or not requested <= allowed:
         raise AuthorizationError(
             "invalid_scope", "The client may not ask for this scope.", redirect=True
         )

@@ -307,6 +307,8 @@ def refresh(
             Token.kind == TokenKind.REFRESH,
             Token.used_at.is_(None),
             Token.revoked_at.is_(None),
+            # Another client presenting this token must not spend it.
+            Token.grant_id.in_(select(Grant.id).where(Grant.client_pk == client.id)),
         )
         .values(used_at=now)
     )
@@ -416,7 +418,6 @@ def introspect(session: Session, caller: OAuthClient, value: str) -> dict[str, A
         "scope": grant.scope,
         "sub": str(grant.subject_id) if grant.subject_id else grant.client.client_id,
         "aud": grant.audience,
-        "iss": None,
         "exp": int(as_utc(token.expires_at).timestamp()),
         "iat": int(as_utc(token.created_at).timestamp()),
         "jti": token.jti,

@@ -351,6 +351,13 @@ def test_a_client_cannot_use_another_clients_code_or_tokens(
         ).get_json()["error"]
         == "invalid_grant"
     )
+    still_good = client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+        auth=reuser.basic,
+    )
+    assert still_good.status_code == 200  # B's attempt did not spend A's refresh token
+    issued = still_good.get_json()
     client.post("/oauth/revoke", data={"token": issued["access_token"]}, auth=other.basic)
     assert _call(client, issued["access_token"]).status_code == 200  # B cannot revoke A's token
     seen = client.post(

@@ -5,6 +5,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+REUSER_PORT ?= 5001
+# The demo's issuer must be the URL it is reached at (RFC 8414 §3.3): it follows PORT.
+DEMO_ISSUER ?= http://127.0.0.1:$(PORT)
+REUSER_URL ?= http://127.0.0.1:$(REUSER_PORT)
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/tiers_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
 TRANSLATIONS := broker/translations
@@ -51,15 +55,20 @@ test: lint test-sqlite test-postgres
 
 demo: install translations
 	$(BIN)/tiers db upgrade
-	$(BIN)/tiers demo-seed
+	TIERS_ISSUER=$(DEMO_ISSUER) TIERS_DEMO_REUSER_URL=$(REUSER_URL) $(BIN)/tiers demo-seed
 	@echo ""
-	@echo "Tiers demo territory: http://127.0.0.1:$(PORT)/"
-	@echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local, yanis@demo.tiers.local, lea@demo.tiers.local"
+	@echo "Tiers demo territory: $(DEMO_ISSUER)/"
+	@echo "Demo reuser EcoWatt Conseil (PAR + PKCE + private_key_jwt + DPoP): $(REUSER_URL)/"
+	@echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local (also on the charter committee), yanis@demo.tiers.local, lea@demo.tiers.local"
 	@echo ""
-	$(BIN)/tiers run --host 127.0.0.1 --port $(PORT)
+	@# The reuser runs in the background and stops when `tiers run` does (Ctrl-C included).
+	TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.reuser.app --port $(REUSER_PORT) & reuser=$$!; \
+	  trap 'kill $$reuser 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	  TIERS_ISSUER=$(DEMO_ISSUER) $(BIN)/tiers run --host 127.0.0.1 --port $(PORT)
 
 bench: install services
 	$(BIN)/python bench/consent_writes.py
+	$(BIN)/python bench/introspection.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

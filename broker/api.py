@@ -25,6 +25,7 @@ from broker.schemas import (
     OrganisationIn,
     OrganisationOut,
     OrganisationUpdate,
+    RegistrationErrorOut,
     WithSecret,
 )
 from broker.service import organisations as service
@@ -169,12 +170,18 @@ def _registration_error(fields: dict[str, list[str]], detail: str) -> Response:
     messages = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in sorted(fields.items()))
     response = jsonify(
         error=code,
-        error_description=f"{detail} {messages}".strip() if messages else detail,
+        error_description=_ascii(f"{detail} {messages}" if messages else detail),
         errors=fields,
     )
     response.status_code = 400
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _ascii(text: str) -> str:
+    """RFC 7591 §3.2.2: the description is ASCII (the `errors` member keeps every character)."""
+    text = text.replace("§", "section ").replace("…", "...")
+    return "".join(c for c in text if 0x20 <= ord(c) < 0x7F)
 
 
 def _initial_access_token() -> str:
@@ -245,8 +252,9 @@ def _flat(messages: Any) -> list[str]:
 @public
 @_token_first
 @_as_registration_errors
-@register_blp.arguments(ClientMetadataIn)
+@register_blp.arguments(ClientMetadataIn, error_status_code=400)
 @register_blp.response(201, ClientInformationOut)
+@register_blp.alt_response(400, schema=RegistrationErrorOut, description="RFC 7591 §3.2.2")
 def register_client(metadata: dict[str, Any]) -> Any:
     with unit_of_work() as session:
         client, secret = service.register_client(

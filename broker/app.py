@@ -43,7 +43,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     auth.set_resolver(app, consent_views.identity_resolver(app))
     auth.set_token_validator(app, oauth.validate_access)
     oauth.init_app(app, csrf)
-    for blueprint in (broker_api.blp, charter_api.blp, consent_api.blp):
+    csrf.exempt(broker_api.register_blp)  # RFC 7591: a bearer initial access token, no cookie
+    for blueprint in (broker_api.blp, broker_api.register_blp, charter_api.blp, consent_api.blp):
         api.register_blueprint(blueprint)
     for bp in (broker_views.bp, charter_views.bp, consent_views.bp, consent_views.accounts_bp):
         app.register_blueprint(bp)
@@ -56,14 +57,17 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
 def _csrf_unless_token(csrf: CSRFProtect) -> Callable[[], None]:
     """CSRF guards what a browser's cookie authenticates. An API call carrying an access
-    token is authenticated by the token (which a browser never adds by itself), so it needs
-    none; everything else is checked (WTF_CSRF_CHECK_DEFAULT is off for this reason)."""
+    token (which a browser never adds by itself) or no cookie at all needs none; everything
+    else is checked (WTF_CSRF_CHECK_DEFAULT is off for this reason)."""
 
     def check() -> None:
         if not current_app.config["WTF_CSRF_ENABLED"]:
             return
-        if request.path.startswith("/api/") and "Authorization" in request.headers:
-            return
+        cookie = current_app.config["SESSION_COOKIE_NAME"]
+        if request.path.startswith("/api/") and (
+            "Authorization" in request.headers or cookie not in request.cookies
+        ):
+            return  # nothing here is authenticated by a cookie: the route answers 401 itself
         csrf.protect(apply_exemptions=True)
 
     return check

@@ -95,9 +95,7 @@ def seed(
                 )
         yield f"citizen {email} created with {len(wanted)} consent(s)"
     with unit_of_work() as session:
-        organisations.add_committee_member(
-            session, DEMO_COMMITTEE_MEMBER, note="demo", actor=ACTOR
-        )
+        organisations.add_committee_member(session, DEMO_COMMITTEE_MEMBER, note="demo", actor=ACTOR)
     yield f"{DEMO_COMMITTEE_MEMBER} is a committee member"
     for slug, name, role, category in DEMO_ORGANISATIONS:
         with unit_of_work() as session:
@@ -108,9 +106,7 @@ def seed(
     )
 
 
-def _organisation(
-    session: Session, slug: str, name: str, role: Role, category: str | None
-) -> str:
+def _organisation(session: Session, slug: str, name: str, role: Role, category: str | None) -> str:
     if session.scalar(select(Organisation.id).where(Organisation.slug == slug)) is not None:
         return f"organisation {slug} already exists"
     organisations.create_organisation(

@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, g, jsonify, redirect, render_templ
 from flask import request as flask_request
 
 from audit import service as audit
-from broker.models import OAuthClient
+from broker.models import AuthMethod, OAuthClient
 from broker.service import authorizations, credentials, resource, scopes, tokens
 from charter import service as charters
 from charter.notice import notice_text
@@ -253,40 +253,71 @@ def token() -> Response:
         return response
 
 
-def _authenticated(methods: list[str]) -> OAuthClient:
-    oauth_request = server.create_oauth2_request(None)
-    client = server.authenticate_client(oauth_request, methods, endpoint="introspection")
-    return client.model
+def _caller(*, public: bool) -> credentials.Caller | None:
+    """Authenticate the client of an introspection or revocation request: HTTP Basic
+    (client_secret_basic), a client assertion (private_key_jwt), or for revocation only, a
+    public client's bare client_id (RFC 7009 §2.1)."""
+    session = get_session()
+    basic = flask_request.authorization
+    if basic is not None and basic.type == "basic":
+        return credentials.authenticate_basic(session, basic.username or "", basic.password or "")
+    form = flask_request.form
+    if form.get("client_assertion_type") == credentials.ASSERTION_TYPE:
+        try:
+            client = credentials.authenticate_assertion(
+                session,
+                assertion=form.get("client_assertion", ""),
+                client_id=form.get("client_id"),
+                issuer=issuer(),
+            )
+        except UnauthorizedError:
+            return None
+        return credentials.caller_of(client)
+    found = credentials.find_client(session, form.get("client_id", "")) if public else None
+    if found is not None and found.auth_method is AuthMethod.NONE:
+        return credentials.caller_of(found)
+    return None
 
 
-def _client_or_error(methods: list[str]) -> OAuthClient | Response:
+def _par_client() -> OAuthClient | Response:
+    """PAR authenticates like the token endpoint (RFC 9126 §2.1), through Authlib."""
     try:
-        return _authenticated(methods)
+        client = server.authenticate_client(
+            server.create_oauth2_request(None), AUTH_METHODS, endpoint="par"
+        )
     except OAuth2Error as error:
-        audit.append(
-            get_session(),
-            event="oauth:client:refuse",
-            actor="client:unknown",
-            decision="deny",
-            reason=str(error.error),
-            detail={"endpoint": flask_request.path},
-        )
-        return _oauth_error(
-            str(error.error),
-            str(error.description or "Client authentication failed."),
-            401,
-            {"WWW-Authenticate": 'Basic realm="tiers"'},
-        )
+        return _refused_client(str(error.error))
+    model: OAuthClient = client.model
+    return model
+
+
+def _refused_client(error: str) -> Response:
+    audit.append(
+        get_session(),
+        event="oauth:client:refuse",
+        actor="client:unknown",
+        decision="deny",
+        reason=error,
+        detail={"endpoint": flask_request.path},
+    )
+    return _oauth_error(
+        error, "Client authentication failed.", 401, {"WWW-Authenticate": 'Basic realm="tiers"'}
+    )
+
+
+def _client_or_error(*, public: bool = False) -> credentials.Caller | Response:
+    caller = _caller(public=public)
+    return caller if caller is not None else _refused_client("invalid_client")
 
 
 @endpoints.post("/oauth/introspect")
 @uses_client_authentication
 def introspect() -> Response:
     with unit_of_work() as session:
-        client = _client_or_error(CONFIDENTIAL_METHODS)
-        if isinstance(client, Response):
-            return client
-        body = tokens.introspect(session, client, flask_request.form.get("token", ""))
+        caller = _client_or_error()
+        if isinstance(caller, Response):
+            return caller
+        body = tokens.introspect(session, caller, flask_request.form.get("token", ""))
         response = jsonify(body)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -296,10 +327,10 @@ def introspect() -> Response:
 @uses_client_authentication
 def revoke() -> Response:
     with unit_of_work() as session:
-        client = _client_or_error(AUTH_METHODS)
-        if isinstance(client, Response):
-            return client
-        tokens.revoke(session, client, flask_request.form.get("token", ""))
+        caller = _client_or_error(public=True)
+        if isinstance(caller, Response):
+            return caller
+        tokens.revoke(session, caller, flask_request.form.get("token", ""))
         return Response(status=200)
 
 
@@ -307,7 +338,7 @@ def revoke() -> Response:
 @uses_client_authentication
 def pushed_authorization_request() -> Response:
     with unit_of_work() as session:
-        client = _client_or_error(AUTH_METHODS)
+        client = _par_client()
         if isinstance(client, Response):
             return client
         try:

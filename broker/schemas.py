@@ -200,6 +200,14 @@ class ClientInformationOut(Schema):
         return {k: v for k, v in data.items() if v is not None}  # RFC 7591 §3.2.1
 
 
+class RegistrationErrorOut(Schema):
+    """RFC 7591 §3.2.2, plus `errors`: the messages by metadata field."""
+
+    error = fields.String()
+    error_description = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+
+
 # --- portal forms (the same rules, as browsers send them) -------------------------------
 
 

@@ -176,6 +176,8 @@ def _check_name(name: object, errors: dict[str, list[str]], field: str = "name")
         return ""
     if len(name.strip()) > MAX_NAME:
         errors[field] = [f"At most {MAX_NAME} characters."]
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        errors[field] = ["Control characters are not allowed."]
     return name.strip()
 
 
@@ -404,9 +406,9 @@ def _jwk_problem(key: object, index: int) -> str | None:
     if isinstance(parsed, ec.EllipticCurvePublicKey) and isinstance(parsed.curve, ec.SECP256R1):
         return None
     if isinstance(parsed, rsa.RSAPublicKey):
-        if parsed.key_size >= 2048:
+        if 2048 <= parsed.key_size <= 8192:  # bigger keys only cost the token endpoint time
             return None
-        return f"{where}: RSA keys need at least 2048 bits."
+        return f"{where}: RSA keys need from 2048 to 8192 bits."
     if isinstance(parsed, ed25519.Ed25519PublicKey):
         return None
     return f"{where}: must be EC P-256, RSA (2048 bits or more) or OKP Ed25519."

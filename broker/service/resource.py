@@ -11,10 +11,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker.models import Grant, Token
 from broker.service import scopes, tokens
 from broker.service.credentials import hash_value, remember_jti
 from common import jose
@@ -117,29 +115,29 @@ def check_access(
         )
     except jose.JoseError as exc:
         raise _invalid(f"The access token is not valid: {exc}", access.scheme) from None
-    token = session.scalar(select(Token).where(Token.jti == str(claims["jti"])))
+    token = tokens.view_by_jti(session, str(claims["jti"]))
     if token is None or token.token_hash != hash_value(access.token):
         raise _invalid("The access token is not known here.", access.scheme)
     judged = tokens.state(session, token)
     if not judged.active:
         raise _invalid(f"The access token is no longer active ({judged.reason}).", access.scheme)
-    grant: Grant = token.grant
-    _check_binding(session, access, grant, nonces)
-    org = grant.client.organisation
+    _check_binding(session, access, token.dpop_jkt, nonces)
     return TokenIdentity(
-        client_id=grant.client.client_id,
-        organisation_id=org.id,
-        organisation_slug=org.slug,
-        role=org.role.value,
-        scopes=scopes.parse(grant.scope),
-        grant_id=grant.id,
-        subject_id=grant.subject_id,
-        consent_ids=tuple(grant.consent_ids),
+        client_id=token.client_id,
+        organisation_id=token.organisation_id,
+        organisation_slug=token.organisation_slug,
+        role=token.organisation_role.value,
+        scopes=scopes.parse(token.scope),
+        grant_id=token.grant_id,
+        subject_id=token.subject_id,
+        consent_ids=tuple(token.consent_ids),
     )
 
 
-def _check_binding(session: Session, access: AccessRequest, grant: Grant, nonces: Nonces) -> None:
-    if grant.dpop_jkt is None:
+def _check_binding(
+    session: Session, access: AccessRequest, dpop_jkt: str | None, nonces: Nonces
+) -> None:
+    if dpop_jkt is None:
         if access.scheme != "bearer":
             raise _invalid("This token is a Bearer token.", access.scheme)
         return
@@ -158,5 +156,5 @@ def _check_binding(session: Session, access: AccessRequest, grant: Grant, nonces
         raise _invalid(exc.detail, "dpop", nonces.current() if exc.use_nonce else None) from None
     except UnauthorizedError as exc:  # replayed proof
         raise _invalid(exc.detail, "dpop") from None
-    if jkt != grant.dpop_jkt:
+    if jkt != dpop_jkt:
         raise _invalid("The DPoP proof is signed by another key than the token's.", "dpop")

@@ -32,7 +32,7 @@ from broker.models import (
     TokenKind,
 )
 from broker.service import scopes
-from broker.service.credentials import hash_value
+from broker.service.credentials import Caller, hash_value
 from common import jose
 from common.clock import as_utc, utcnow
 from common.keyring import Keyring, sign
@@ -62,7 +62,7 @@ class Issuer:
     keyring: Keyring
 
 
-def _actor(client: OAuthClient) -> str:
+def _actor(client: OAuthClient | Caller) -> str:
     return f"client:{client.client_id}"
 
 
@@ -356,34 +356,147 @@ def refresh(
 
 
 @dataclass(frozen=True)
+class TokenView:
+    """What judging a token needs, read in one query (the hot path of introspection and of
+    every API call): the token, its grant, its client and the client's organisation."""
+
+    kind: TokenKind
+    jti: str | None
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+    token_hash: str
+    grant_id: uuid.UUID
+    client_pk: uuid.UUID
+    client_id: str
+    subject_id: uuid.UUID | None
+    scope: str
+    authorization_details: list[dict[str, Any]]
+    consent_ids: list[str]
+    audience: str
+    dpop_jkt: str | None
+    grant_revoked_at: datetime | None
+    client_revoked_at: datetime | None
+    organisation_id: uuid.UUID
+    organisation_slug: str
+    organisation_role: Role
+    organisation_suspended_at: datetime | None
+
+
+_VIEW = (
+    select(
+        Token.kind.label("kind"),
+        Token.jti.label("jti"),
+        Token.created_at.label("issued_at"),
+        Token.expires_at.label("expires_at"),
+        Token.used_at.label("used_at"),
+        Token.revoked_at.label("revoked_at"),
+        Token.token_hash.label("token_hash"),
+        Grant.id.label("grant_id"),
+        Grant.client_pk.label("client_pk"),
+        OAuthClient.client_id.label("client_id"),
+        Grant.subject_id.label("subject_id"),
+        Grant.scope.label("scope"),
+        Grant.authorization_details.label("authorization_details"),
+        Grant.consent_ids.label("consent_ids"),
+        Grant.audience.label("audience"),
+        Grant.dpop_jkt.label("dpop_jkt"),
+        Grant.revoked_at.label("grant_revoked_at"),
+        OAuthClient.revoked_at.label("client_revoked_at"),
+        Organisation.id.label("organisation_id"),
+        Organisation.slug.label("organisation_slug"),
+        Organisation.role.label("organisation_role"),
+        Organisation.suspended_at.label("organisation_suspended_at"),
+    )
+    .join(Grant, Token.grant_id == Grant.id)
+    .join(OAuthClient, Grant.client_pk == OAuthClient.id)
+    .join(Organisation, OAuthClient.organisation_id == Organisation.id)
+)
+
+
+def view_by_hash(session: Session, value: str) -> TokenView | None:
+    """The token whose value is `value` (looked up by its hash), or None."""
+    if not value or len(value) > jose.MAX_TOKEN_BYTES:
+        return None
+    row = session.execute(_VIEW.where(Token.token_hash == hash_value(value))).one_or_none()
+    return TokenView(**row._asdict()) if row is not None else None
+
+
+def view_by_jti(session: Session, jti: str) -> TokenView | None:
+    row = session.execute(_VIEW.where(Token.jti == jti)).one_or_none()
+    return TokenView(**row._asdict()) if row is not None else None
+
+
+@dataclass(frozen=True)
 class TokenState:
     """A token as it stands now; `active` is False with a `reason` otherwise."""
 
     active: bool
     reason: str
-    token: Token | None = None
     consents: dict[str, ConsentStatus] | None = None
 
 
-def state(session: Session, token: Token | None, *, now: datetime | None = None) -> TokenState:
+def state(session: Session, token: TokenView | None, *, now: datetime | None = None) -> TokenState:
     """Whether `token` may be used right now, judged from the current state of everything."""
     if token is None:
         return TokenState(False, "unknown")
     now = now or utcnow()
-    grant = token.grant
-    client = grant.client
-    if token.revoked_at is not None or grant.revoked_at is not None:
-        return TokenState(False, "revoked", token)
+    if token.revoked_at is not None or token.grant_revoked_at is not None:
+        return TokenState(False, "revoked")
     if as_utc(token.expires_at) <= now:
-        return TokenState(False, "expired", token)
+        return TokenState(False, "expired")
     if token.kind is TokenKind.REFRESH and token.used_at is not None:
-        return TokenState(False, "rotated", token)
-    if client.revoked_at is not None or client.organisation.suspended_at is not None:
-        return TokenState(False, "client_revoked", token)
-    found = consents.statuses(session, grant.consent_ids)
+        return TokenState(False, "rotated")
+    if token.client_revoked_at is not None or token.organisation_suspended_at is not None:
+        return TokenState(False, "client_revoked")
+    found = consents.statuses(session, token.consent_ids)
     if any(status is not ConsentStatus.GIVEN for status in found.values()):
-        return TokenState(False, "consent_ended", token, found)
-    return TokenState(True, "active", token, found)
+        return TokenState(False, "consent_ended", found)
+    return TokenState(True, "active", found)
+
+
+def introspect(session: Session, caller: Caller, value: str) -> dict[str, Any]:
+    """RFC 7662 from the current state. A caller learns about a token only if it is the
+    token's client or its audience (the holder whose API the token names); otherwise the
+    answer is `{"active": false}`, as for an unknown token."""
+    token = view_by_hash(session, value)
+    judged = state(session, token)
+    if token is not None and not (
+        caller.pk == token.client_pk
+        or (caller.resource_uri is not None and caller.resource_uri == token.audience)
+    ):
+        token, judged = None, TokenState(False, "not_audience")
+    audit.append(
+        session,
+        event="oauth:token:introspect",
+        actor=f"client:{caller.client_id}",
+        subject_id=token.subject_id if token else None,
+        decision="active" if judged.active else "inactive",
+        reason=judged.reason,
+    )
+    if not judged.active or token is None:
+        return {"active": False}
+    body: dict[str, Any] = {
+        "active": True,
+        "token_type": "DPoP" if token.dpop_jkt else "Bearer",
+        "client_id": token.client_id,
+        "scope": token.scope,
+        "sub": str(token.subject_id) if token.subject_id else token.client_id,
+        "aud": token.audience,
+        "exp": int(as_utc(token.expires_at).timestamp()),
+        "iat": int(as_utc(token.issued_at).timestamp()),
+    }
+    if token.jti:
+        body["jti"] = token.jti
+    if token.dpop_jkt:
+        body["cnf"] = {"jkt": token.dpop_jkt}
+    if token.authorization_details:
+        body["authorization_details"] = token.authorization_details
+        body["consents"] = [
+            {"id": cid, "status": status.value} for cid, status in (judged.consents or {}).items()
+        ]
+    return body
 
 
 def find(session: Session, value: str) -> Token | None:
@@ -392,58 +505,11 @@ def find(session: Session, value: str) -> Token | None:
     return session.scalar(select(Token).where(Token.token_hash == hash_value(value)))
 
 
-def introspect(session: Session, caller: OAuthClient, value: str) -> dict[str, Any]:
-    """RFC 7662 from the current state. A caller learns about a token only if it is the
-    token's client or its audience (the holder whose API the token names); otherwise the
-    answer is `{"active": false}`, as for an unknown token."""
-    token = find(session, value)
-    judged = state(session, token)
-    grant = token.grant if token is not None else None
-    if grant is not None and not _may_introspect(caller, grant):
-        judged = TokenState(False, "not_audience", token)
-    audit.append(
-        session,
-        event="oauth:token:introspect",
-        actor=_actor(caller),
-        subject_id=grant.subject_id if grant and judged.reason != "not_audience" else None,
-        decision="active" if judged.active else "inactive",
-        reason=judged.reason,
-    )
-    if not judged.active or token is None or grant is None:
-        return {"active": False}
-    body: dict[str, Any] = {
-        "active": True,
-        "token_type": "DPoP" if grant.dpop_jkt else "Bearer",
-        "client_id": grant.client.client_id,
-        "scope": grant.scope,
-        "sub": str(grant.subject_id) if grant.subject_id else grant.client.client_id,
-        "aud": grant.audience,
-        "exp": int(as_utc(token.expires_at).timestamp()),
-        "iat": int(as_utc(token.created_at).timestamp()),
-        "jti": token.jti,
-    }
-    if grant.dpop_jkt:
-        body["cnf"] = {"jkt": grant.dpop_jkt}
-    if grant.authorization_details:
-        body["authorization_details"] = grant.authorization_details
-        body["consents"] = [
-            {"id": cid, "status": status.value} for cid, status in (judged.consents or {}).items()
-        ]
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def _may_introspect(caller: OAuthClient, grant: Grant) -> bool:
-    if caller.id == grant.client_pk:
-        return True
-    resource = caller.organisation.resource_uri
-    return resource is not None and resource == grant.audience
-
-
-def revoke(session: Session, caller: OAuthClient, value: str) -> None:
+def revoke(session: Session, caller: Caller, value: str) -> None:
     """RFC 7009: revoking a refresh token revokes its grant; an access token, itself.
     Another client's token, or an unknown one, is left alone and answered the same (200)."""
     token = find(session, value)
-    if token is None or token.grant.client_pk != caller.id:
+    if token is None or token.grant.client_pk != caller.pk:
         audit.append(
             session,
             event="oauth:token:revoke",

@@ -8,22 +8,9 @@ import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from broker.api import register_blp
 from broker.service import organisations
 from charter import service as charters
 from tests.conftest import SignedIn, sign_in
-
-
-@pytest.fixture
-def app(app: Flask) -> Flask:
-    """The test app, with /oauth/register until the composition root registers it.
-
-    Once broker/app.py registers `register_blp` (exempt from CSRF), this does nothing.
-    """
-    if "registration" not in app.blueprints:
-        app.extensions["csrf"].exempt(register_blp)
-        app.extensions["flask-smorest"]["apis"][""]["ext_obj"].register_blueprint(register_blp)
-    return app
 
 
 @pytest.fixture

@@ -169,6 +169,7 @@ def test_bad_redirect_uris_are_invalid_redirect_uri(client, session, token, uris
     body = response.get_json()
     assert body["error"] == "invalid_redirect_uri"
     assert "redirect_uris" in body["error_description"]
+    assert body["error_description"].isascii()
     assert "redirect_uris" in body["errors"]
     assert clients(session) == 0
     assert unused(session, token)
@@ -223,3 +224,29 @@ def test_a_body_that_is_not_json_is_invalid_client_metadata(client, session, tok
 def test_registration_needs_no_csrf_token_and_no_cookie(app, token):
     fresh = app.test_client(use_cookies=False)
     assert register(fresh, token).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        [],
+        "text",
+        {"redirect_uris": [None, 42]},
+        {"grant_types": []},
+        {"grant_types": [None]},
+        {"client_name": "nul\x00byte"},
+        {"scope": "\x00"},
+        {"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "RSA"}]}},
+        {"token_endpoint_auth_method": "private_key_jwt", "jwks": "keys"},
+        {"token_endpoint_auth_method": None},
+        {"response_types": "code"},
+    ],
+)
+def test_no_metadata_makes_registration_fail_with_a_500(client, session, token, payload):
+    body = {**METADATA, **payload} if isinstance(payload, dict) else payload
+    response = client.post("/oauth/register", json=body, headers=bearer(token))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
+    assert clients(session) == 0
+    assert unused(session, token)

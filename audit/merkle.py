@@ -106,7 +106,7 @@ def append(store_put: NodePut, store_get: NodeGet, size: int, leaf_hashes: Seque
             break
         if first & 1:  # the first new node is a right child: its left sibling is already stored
             nodes.insert(0, store_get(level, first - 1))
-        # Inlined node_hash: this comprehension is the whole cost of building a large tree.
+        # node_hash inlined: this comprehension is most of the cost of building a large tree.
         nodes = [
             _sha256(_NODE_PREFIX + left + right).digest()
             for left, right in zip(nodes[0 : 2 * pairs : 2], nodes[1 : 2 * pairs : 2], strict=True)

@@ -109,7 +109,7 @@ def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
 
 def parse_verifier_key(text: str) -> VerifierKey:
     """Parse a vkey, refusing any other algorithm and a key id that does not match the key."""
-    parts = text.split("+")
+    parts = text.split("+", 2)  # the name has no '+'; the base64 key may
     if len(parts) != 3 or not _KEY_ID_HEX.fullmatch(parts[1]):
         raise NoteError("a verifier key is <name>+<8 hex digits>+<base64 key>")
     name, hex_id, encoded = parts

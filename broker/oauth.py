@@ -400,21 +400,23 @@ def authorize() -> Any:
         session.rollback()
         return _error_page(exc)
     citizen = current_citizen()
-    lang = citizen.language if citizen else "fr"
+    assert citizen is not None  # noqa: S101 (citizen_required)
     charter = charters.current(session)
     items = [
         {
-            "access": access,
-            "notice": notice_text(charter.doc, access.purpose, lang),
-            "categories": [charter.doc.data_category(c) for c in access.data_categories],
+            "access": prior.access,
+            "prior": prior,
+            "notice": notice_text(charter.doc, prior.access.purpose, citizen.language),
+            "categories": [charter.doc.data_category(c) for c in prior.access.data_categories],
         }
-        for access in request.access
+        for prior in authorizations.priors(session, request, subject_id=citizen.subject_id)
     ]
     return render_template(
         "oauth/consent.html",
         request=request,
         items=items,
-        lang=lang,
+        lang=citizen.language,
+        scopes=sorted(scopes.parse(request.scope)),
         params=_authorize_params(),
         organisation=request.client.organisation,
     )

@@ -59,6 +59,8 @@ class TokenIdentity:
     grant_id: uuid.UUID
     subject_id: uuid.UUID | None = None  # set when a citizen authorised the client
     consent_ids: tuple[str, ...] = ()
+    # Consent recipients this caller stands for: its organisation's slug and reuser category.
+    recipients: tuple[str, ...] = ()
 
 
 TokenValidator = Callable[[AccessRequest], TokenIdentity]
@@ -177,6 +179,13 @@ def uses_client_authentication(view: F) -> F:
     view.required_scopes = ()  # type: ignore[attr-defined]
     view.client_authenticated = True  # type: ignore[attr-defined]
     return view
+
+
+def visible_recipients() -> tuple[str, ...] | None:
+    """Whose consents this request may see: all of them for the citizen's own session, only
+    those naming the caller's organisation for an app acting for the citizen."""
+    token = current_token()
+    return token.recipients if token is not None else None
 
 
 def current_subject_id() -> uuid.UUID:

@@ -11,7 +11,13 @@ from flask import Response
 from flask_smorest import Blueprint
 from flask_wtf.csrf import generate_csrf
 
-from common.auth import citizen_required, current_citizen, current_subject_id, require_oauth
+from common.auth import (
+    citizen_required,
+    current_citizen,
+    current_subject_id,
+    require_oauth,
+    visible_recipients,
+)
 from common.db import get_session, unit_of_work
 from common.http import jsonld_response
 from consent import service
@@ -55,6 +61,7 @@ def give_consent(data: dict[str, Any]) -> Consent:
             service.GiveConsent(
                 subject_id=current_subject_id(),
                 method="api",
+                recipients=visible_recipients(),
                 data_categories=tuple(data.pop("data_categories")),
                 datasets=tuple(data.pop("datasets")),
                 **data,
@@ -68,21 +75,27 @@ def give_consent(data: dict[str, Any]) -> Consent:
 @blp.response(200, ConsentOut(many=True))
 def list_consents(query: dict[str, Any]) -> list[Consent]:
     statuses = [query["status"]] if query.get("status") else []
-    return service.list_for_subject(get_session(), current_subject_id(), statuses=statuses)
+    return service.list_for_subject(
+        get_session(), current_subject_id(), statuses=statuses, recipients=visible_recipients()
+    )
 
 
 @blp.get("/consents/<uuid:consent_id>")
 @require_oauth("consent:read", citizen_session=True)
 @blp.response(200, ConsentOut)
 def get_consent(consent_id: uuid.UUID) -> Consent:
-    return service.get_for_subject(get_session(), current_subject_id(), consent_id)
+    return service.get_for_subject(
+        get_session(), current_subject_id(), consent_id, recipients=visible_recipients()
+    )
 
 
 @blp.get("/consents/<uuid:consent_id>/history")
 @require_oauth("consent:read", citizen_session=True)
 @blp.response(200, ConsentWithHistoryOut)
 def consent_history(consent_id: uuid.UUID) -> Consent:
-    return service.get_for_subject(get_session(), current_subject_id(), consent_id)
+    return service.get_for_subject(
+        get_session(), current_subject_id(), consent_id, recipients=visible_recipients()
+    )
 
 
 @blp.post("/consents/<uuid:consent_id>/withdraw")
@@ -91,7 +104,11 @@ def consent_history(consent_id: uuid.UUID) -> Consent:
 def withdraw_consent(consent_id: uuid.UUID) -> Consent:
     with unit_of_work() as session:
         return service.withdraw(
-            session, subject_id=current_subject_id(), consent_id=consent_id, method="api"
+            session,
+            subject_id=current_subject_id(),
+            consent_id=consent_id,
+            method="api",
+            recipients=visible_recipients(),
         )
 
 
@@ -104,7 +121,11 @@ def renew_consent(data: dict[str, Any], consent_id: uuid.UUID) -> Consent:
         return service.renew(
             session,
             service.RenewConsent(
-                subject_id=current_subject_id(), consent_id=consent_id, method="api", **data
+                subject_id=current_subject_id(),
+                consent_id=consent_id,
+                method="api",
+                recipients=visible_recipients(),
+                **data,
             ),
         )
 
@@ -113,7 +134,9 @@ def renew_consent(data: dict[str, Any], consent_id: uuid.UUID) -> Consent:
 @require_oauth("consent:read", citizen_session=True)
 @blp.response(200, content_type="application/jose")
 def consent_receipt(consent_id: uuid.UUID) -> Response:
-    consent = service.get_for_subject(get_session(), current_subject_id(), consent_id)
+    consent = service.get_for_subject(
+        get_session(), current_subject_id(), consent_id, recipients=visible_recipients()
+    )
     return Response(consent.receipt, mimetype="application/jose")
 
 
@@ -122,7 +145,9 @@ def consent_receipt(consent_id: uuid.UUID) -> Response:
 @blp.response(200, content_type="application/ld+json")
 def consent_jsonld(consent_id: uuid.UUID) -> Response:
     session = get_session()
-    consent = service.get_for_subject(session, current_subject_id(), consent_id)
+    consent = service.get_for_subject(
+        session, current_subject_id(), consent_id, recipients=visible_recipients()
+    )
     return jsonld_response(service.to_jsonld(consent, service.current_doc(session)))
 
 
@@ -130,4 +155,6 @@ def consent_jsonld(consent_id: uuid.UUID) -> Response:
 @require_oauth("consent:read", citizen_session=True)
 @blp.response(200, content_type="application/ld+json")
 def export_consents() -> Response:
-    return jsonld_response(service.export_all(get_session(), current_subject_id()))
+    return jsonld_response(
+        service.export_all(get_session(), current_subject_id(), recipients=visible_recipients())
+    )

@@ -7,7 +7,7 @@ audit entry and an outbox message, all in the caller's transaction (effective at
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +72,8 @@ class GiveConsent:
     duration_days: int | None = None
     notice_hash: str | None = None
     method: str = "portal"
+    # An app acting for the citizen may only give consents naming its own organisation.
+    recipients: Collection[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class RenewConsent:
     duration_days: int | None = None
     notice_hash: str | None = None
     method: str = "portal"
+    recipients: Collection[str] | None = None
 
 
 def _check_terms(
@@ -136,6 +139,8 @@ def give(session: Session, command: GiveConsent) -> Consent:
     )
     if command.recipient_id not in purpose.recipient_ids:
         errors["recipient_id"] = [f"Must be one of: {', '.join(purpose.recipient_ids)}."]
+    elif command.recipients is not None and command.recipient_id not in command.recipients:
+        errors["recipient_id"] = ["This app may only record consents naming its organisation."]
     modes = list(purpose.modes)
     mode = command.mode or (Mode(modes[0]) if len(modes) == 1 else None)
     if mode is None or mode.value not in modes:
@@ -194,7 +199,9 @@ def renew(session: Session, command: RenewConsent) -> Consent:
     A withdrawn consent is not renewed (the citizen gives a new one). NotFoundError for a
     consent that is not the citizen's.
     """
-    consent = get_for_subject(session, command.subject_id, command.consent_id, lock=True)
+    consent = get_for_subject(
+        session, command.subject_id, command.consent_id, lock=True, recipients=command.recipients
+    )
     charter = charters.current(session)
     purpose = _renewable_purpose(consent, charter)
     errors: dict[str, list[str]] = {}
@@ -257,11 +264,16 @@ def renewal_terms(
 
 
 def withdraw(
-    session: Session, *, subject_id: uuid.UUID, consent_id: uuid.UUID, method: str
+    session: Session,
+    *,
+    subject_id: uuid.UUID,
+    consent_id: uuid.UUID,
+    method: str,
+    recipients: Collection[str] | None = None,
 ) -> Consent:
     """Withdraw; effective at commit. Idempotent: a consent no longer in force is returned
     as it is. NotFoundError for someone else's consent (no IDOR)."""
-    consent = get_for_subject(session, subject_id, consent_id, lock=True)
+    consent = get_for_subject(session, subject_id, consent_id, lock=True, recipients=recipients)
     if consent.status is not ConsentStatus.GIVEN:
         return consent
     _record(session, consent, EventType.WITHDRAWN, method=method, actor="citizen", at=utcnow())
@@ -383,20 +395,35 @@ def replay(events: Sequence[ConsentEvent]) -> dict[str, Any]:
 
 
 def get_for_subject(
-    session: Session, subject_id: uuid.UUID, consent_id: uuid.UUID, *, lock: bool = False
+    session: Session,
+    subject_id: uuid.UUID,
+    consent_id: uuid.UUID,
+    *,
+    lock: bool = False,
+    recipients: Collection[str] | None = None,
 ) -> Consent:
-    """One of the citizen's consents. NotFoundError if absent or someone else's (no IDOR)."""
+    """One of the citizen's consents. NotFoundError if absent or someone else's (no IDOR),
+    or, when `recipients` is given (an app acting for the citizen), if it names another."""
     consent = session.get(Consent, consent_id, with_for_update=lock)
     if consent is None or consent.subject_id != subject_id:
+        raise NotFoundError("No such consent.")
+    if recipients is not None and consent.recipient_id not in recipients:
         raise NotFoundError("No such consent.")
     return consent
 
 
 def list_for_subject(
-    session: Session, subject_id: uuid.UUID, *, statuses: Iterable[ConsentStatus] = ()
+    session: Session,
+    subject_id: uuid.UUID,
+    *,
+    statuses: Iterable[ConsentStatus] = (),
+    recipients: Collection[str] | None = None,
 ) -> list[Consent]:
-    """The citizen's consents, newest first, optionally only in the given statuses."""
+    """The citizen's consents, newest first, optionally only in the given statuses, and
+    only those naming `recipients` when an app acting for the citizen asks."""
     query = select(Consent).where(Consent.subject_id == subject_id)
+    if recipients is not None:
+        query = query.where(Consent.recipient_id.in_(list(recipients)))
     wanted = list(statuses)
     if wanted:
         query = query.where(Consent.status.in_(wanted))
@@ -564,10 +591,13 @@ def to_jsonld(consent: Consent, doc: CharterDocument | None = None) -> dict[str,
     }
 
 
-def export_all(session: Session, subject_id: uuid.UUID) -> dict[str, Any]:
+def export_all(
+    session: Session, subject_id: uuid.UUID, *, recipients: Collection[str] | None = None
+) -> dict[str, Any]:
     """Every consent of one citizen as one JSON-LD document (their data portability)."""
     doc = current_doc(session)
-    records = [to_jsonld(c, doc) for c in list_for_subject(session, subject_id)]
+    consents = list_for_subject(session, subject_id, recipients=recipients)
+    records = [to_jsonld(c, doc) for c in consents]
     return {"@context": records[0]["@context"] if records else {}, "@graph": records}
 
 

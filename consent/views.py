@@ -91,6 +91,7 @@ def _form(schema: Schema) -> tuple[dict[str, Any], dict[str, list[str]]]:
 @accounts_bp.route("/sign-up", methods=["GET", "POST"])
 def sign_up() -> Any:
     errors: dict[str, list[str]] = {}
+    next_url = auth.safe_next(request.values.get("next"), url_for("consent.index"))
     if request.method == "POST":
         data, errors = _form(SignUpForm())
         if not errors and data["password"] != data["password_again"]:
@@ -110,10 +111,10 @@ def sign_up() -> Any:
             else:
                 auth.remember(token)
                 flash(_("Votre compte est créé. Bienvenue !"), "success")
-                return redirect(url_for("consent.index"))
+                return redirect(next_url)  # back to where they came from, e.g. a consent screen
     status = 422 if errors else 200
     return render_template(
-        "accounts/sign_up.html", errors=errors, email=request.form.get("email", "")
+        "accounts/sign_up.html", errors=errors, email=request.form.get("email", ""), next=next_url
     ), status
 
 

@@ -33,7 +33,7 @@ from charter.document import terms_hash
 from common.clock import as_utc, utcnow
 from common.errors import InvalidInputError
 from consent import service as consents
-from consent.models import Mode
+from consent.models import Consent, Mode
 from policies import service as policies
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
@@ -245,6 +245,81 @@ def _consume(session: Session, request: AuthorizationRequest) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Prior:
+    """What the citizen already consented to for one requested access, if anything."""
+
+    access: policies.DataAccess
+    existing: Consent | None
+
+    @property
+    def covered(self) -> bool:
+        """The consent in force already covers this access: it is reused as it is."""
+        if self.existing is None:
+            return False
+        categories = set(self.access.data_categories) <= set(self.existing.data_categories)
+        datasets = not self.existing.datasets or (
+            bool(self.access.datasets) and set(self.access.datasets) <= set(self.existing.datasets)
+        )
+        return categories and datasets
+
+
+def priors(
+    session: Session, request: AuthorizationRequest, *, subject_id: uuid.UUID
+) -> list[Prior]:
+    """For each requested access, the citizen's consent in force for the same purpose,
+    recipient and mode (the consent screen says whether it is reused or widened)."""
+    return [
+        Prior(
+            access,
+            consents.find_in_force(
+                session,
+                subject_id=subject_id,
+                purpose_id=access.purpose.id,
+                recipient_id=access.recipient_id,
+                mode=Mode(access.mode),
+            ),
+        )
+        for access in request.access
+    ]
+
+
+def _consent_for(
+    session: Session, prior: Prior, *, subject_id: uuid.UUID, language: str
+) -> Consent:
+    """Reuse a consent that covers the access; otherwise record one (replacing a narrower
+    consent in force by one covering both, since only one may be in force at a time)."""
+    if prior.covered:
+        assert prior.existing is not None  # noqa: S101 (covered implies it)
+        return prior.existing
+    access = prior.access
+    categories, datasets = access.data_categories, access.datasets
+    if prior.existing is not None:
+        old = prior.existing
+        categories = tuple(dict.fromkeys([*old.data_categories, *categories]))
+        datasets = (
+            ()
+            if not old.datasets or not datasets
+            else tuple(dict.fromkeys([*old.datasets, *datasets]))
+        )
+        consents.withdraw(session, subject_id=subject_id, consent_id=old.id, method="oauth")
+        session.flush()  # the old one leaves force before the wider one enters it
+    return consents.give(
+        session,
+        consents.GiveConsent(
+            subject_id=subject_id,
+            purpose_id=access.purpose.id,
+            terms_hash=terms_hash(access.purpose),
+            recipient_id=access.recipient_id,
+            language=language,
+            mode=Mode(access.mode),
+            data_categories=categories,
+            datasets=datasets,
+            method="oauth",
+        ),
+    )
+
+
 def approve(
     session: Session,
     request: AuthorizationRequest,
@@ -255,32 +330,10 @@ def approve(
 ) -> str:
     """Record (or reuse) a consent per detail with method `oauth`; return the redirect."""
     _consume(session, request)
-    consent_ids: list[str] = []
-    for access in request.access:
-        mode = Mode(access.mode)
-        existing = consents.find_in_force(
-            session,
-            subject_id=subject_id,
-            purpose_id=access.purpose.id,
-            recipient_id=access.recipient_id,
-            mode=mode,
-        )
-        if existing is None:
-            existing = consents.give(
-                session,
-                consents.GiveConsent(
-                    subject_id=subject_id,
-                    purpose_id=access.purpose.id,
-                    terms_hash=terms_hash(access.purpose),
-                    recipient_id=access.recipient_id,
-                    language=language,
-                    mode=mode,
-                    data_categories=access.data_categories,
-                    datasets=access.datasets,
-                    method="oauth",
-                ),
-            )
-        consent_ids.append(str(existing.id))
+    consent_ids = [
+        str(_consent_for(session, prior, subject_id=subject_id, language=language).id)
+        for prior in priors(session, request, subject_id=subject_id)
+    ]
     code = secrets.token_urlsafe(32)
     session.add(
         AuthorizationCode(

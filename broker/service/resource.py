@@ -131,6 +131,9 @@ def check_access(
         grant_id=token.grant_id,
         subject_id=token.subject_id,
         consent_ids=tuple(token.consent_ids),
+        recipients=tuple(
+            r for r in (token.organisation_slug, token.organisation_category) if r is not None
+        ),
     )
 
 

@@ -381,6 +381,7 @@ class TokenView:
     organisation_id: uuid.UUID
     organisation_slug: str
     organisation_role: Role
+    organisation_category: str | None
     organisation_suspended_at: datetime | None
 
 
@@ -407,6 +408,7 @@ _VIEW = (
         Organisation.id.label("organisation_id"),
         Organisation.slug.label("organisation_slug"),
         Organisation.role.label("organisation_role"),
+        Organisation.reuser_category.label("organisation_category"),
         Organisation.suspended_at.label("organisation_suspended_at"),
     )
     .join(Grant, Token.grant_id == Grant.id)

@@ -649,7 +649,6 @@ def _register_routes(app: Flask) -> None:
             consents = client.consents(str(visit.token["access_token"]))
         except TiersError as exc:
             problem = str(exc)
-        ours = [c for c in consents if (c.get("recipient") or {}).get("id") == _organisation()]
         claims = _unverified_claims(str(visit.token["access_token"]))
         return render_template(
             "account.html",
@@ -658,8 +657,7 @@ def _register_routes(app: Flask) -> None:
             claims=claims,
             bound=(claims.get("cnf") or {}).get("jkt") == reuser.dpop.jkt,
             jkt=reuser.dpop.jkt,
-            consents=ours,
-            others=len(consents) - len(ours),
+            consents=consents,  # Tiers shows an app only the consents naming its organisation
             problem=problem,
             details_json=json.dumps(
                 visit.token.get("authorization_details", []), indent=2, ensure_ascii=False
@@ -704,10 +702,6 @@ def _register_routes(app: Flask) -> None:
         else:
             flash("Vous êtes déconnecté : nos jetons sont révoqués chez Tiers.", "success")
         return redirect(flask_url_for("home"), code=303)
-
-
-def _organisation() -> str:
-    return _reuser().client().credentials.organisation
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -224,25 +224,31 @@ def test_the_store_holds_exactly_the_complete_subtrees_of_the_go_reference_tree(
     assert merkle.EMPTY_ROOT.hex() == GO_ROOTS[0]
 
 
+class RecordingStore(merkle.MemoryStore):
+    """Remembers every write, to show `append` writes each node exactly once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[tuple[int, int]] = []
+
+    def put(self, level: int, index: int, value: bytes) -> None:
+        self.written.append((level, index))
+        super().put(level, index, value)
+
+
 def test_append_writes_each_complete_subtree_once_whatever_the_batches() -> None:
     hashes = [merkle.leaf_hash(e) for e in ENTRIES]
     whole = _tree(ENTRIES)
     rng = random.Random(9162)
     for _ in range(20):
-        written: list[tuple[int, int]] = []
-        store = merkle.MemoryStore()
-
-        def put(level: int, index: int, value: bytes, store: merkle.MemoryStore = store) -> None:
-            written.append((level, index))
-            store.put(level, index, value)
-
+        store = RecordingStore()
         size = 0
         while size < len(hashes):
             batch = hashes[size : size + rng.randint(0, 9)]
-            assert merkle.append(put, store.get, size, batch) == size + len(batch)
+            assert merkle.append(store.put, store.get, size, batch) == size + len(batch)
             size += len(batch)
         assert store.levels == whole.levels
-        assert len(written) == len(set(written)) == len(whole)
+        assert len(store.written) == len(set(store.written)) == len(whole)
 
 
 def test_append_refuses_what_is_not_a_leaf_hash() -> None:
@@ -340,7 +346,9 @@ def test_root_and_proofs_read_a_logarithmic_number_of_nodes(
         proof = merkle.inclusion_proof(counting, index, size)
         assert counting.reads <= bound
         assert merkle.verify_inclusion(index, size, index.to_bytes(32, "big"), proof, root)
-    for old_size in sorted(m for m in {1, 2, size // 3, size // 2 + 1, size - 1, size} if 0 < m <= size):
+    for old_size in sorted(
+        m for m in {1, 2, size // 3, size // 2 + 1, size - 1, size} if 0 < m <= size
+    ):
         counting.reads = 0
         proof = merkle.consistency_proof(counting, old_size, size)
         assert counting.reads <= bound

@@ -195,3 +195,129 @@ def test_a_holder_introspects_a_token_issued_for_its_api(
     assert seen["authorization_details"][0]["purpose"] == "energy-coaching"
     hidden = client.post("/oauth/introspect", data={"token": token}, auth=other_holder.basic)
     assert hidden.get_json() == {"active": False}
+
+
+def test_an_app_sees_only_the_consents_naming_its_organisation(
+    client: FlaskClient, citizen: SignedIn, reuser: Any
+) -> None:
+    given = citizen.client.post(
+        "/api/v1/consents",
+        json={
+            "purpose_id": "energy-observatory",
+            "recipient_id": "public_service",
+            "terms_hash": _terms(client, "energy-observatory"),
+        },
+        headers=citizen.headers,
+    )
+    assert given.status_code == 201
+    body = code_flow(client, citizen.client, reuser)
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+
+    seen = client.get("/api/v1/consents", headers=bearer).get_json()
+
+    assert [c["recipient"]["id"] for c in seen] == ["ecowatt-conseil"]
+    assert (
+        client.get(f"/api/v1/consents/{given.get_json()['id']}", headers=bearer).status_code == 404
+    )
+    assert len(citizen.client.get("/api/v1/consents", headers=citizen.headers).get_json()) == 2
+
+
+def test_a_narrower_consent_in_force_is_widened_not_misreported(
+    client: FlaskClient, citizen: SignedIn, reuser: Any
+) -> None:
+    from tests.conftest import REDIRECT_URI, form_csrf
+    from tests.oauth.helpers import details
+
+    first = citizen.client.post(
+        "/api/v1/consents",
+        json={
+            "purpose_id": "energy-coaching",
+            "recipient_id": "ecowatt-conseil",
+            "terms_hash": _terms(client, "energy-coaching"),
+            "data_categories": ["energy.electricity.daily"],
+        },
+        headers=citizen.headers,
+    )
+    assert first.status_code == 201
+    verifier, challenge = pkce()
+    wanted = details(data_categories=["energy.electricity.load_curve"])
+    request_uri = push(client, reuser, challenge, authorization_details=wanted).get_json()[
+        "request_uri"
+    ]
+    query = {"client_id": reuser.client_id, "request_uri": request_uri}
+    page = citizen.client.get("/oauth/authorize", query_string=query)
+    assert "remplacé" in page.get_data(as_text=True)
+    answer = citizen.client.post(
+        "/oauth/authorize",
+        data={"csrf_token": form_csrf(page.get_data(as_text=True)), **query, "decision": "approve"},
+    )
+    code = answer.headers["Location"].split("code=")[1].split("&")[0]
+    token = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        },
+        auth=reuser.basic,
+    ).get_json()["access_token"]
+
+    consent_id = _consent_id(client, reuser, token)
+    assert consent_id != first.get_json()["id"]
+    mine = {
+        c["id"]: c
+        for c in citizen.client.get("/api/v1/consents", headers=citizen.headers).get_json()
+    }
+    assert mine[first.get_json()["id"]]["status"] == "withdrawn"
+    assert set(mine[consent_id]["data_categories"]) == {
+        "energy.electricity.daily",
+        "energy.electricity.load_curve",
+    }
+
+
+def test_the_consent_screen_says_what_the_scopes_allow(
+    client: FlaskClient, citizen: SignedIn, reuser: Any
+) -> None:
+    _, challenge = pkce()
+    request_uri = push(client, reuser, challenge).get_json()["request_uri"]
+    page = citizen.client.get(
+        "/oauth/authorize", query_string={"client_id": reuser.client_id, "request_uri": request_uri}
+    ).get_data(as_text=True)
+    assert "Lire les consentements que vous avez donnés" in page
+    assert "365" in page or "jours" in page
+
+
+def test_signing_up_from_a_consent_screen_comes_back_to_it(
+    client: FlaskClient, reuser: Any, charter: Any
+) -> None:
+    from tests.conftest import PASSWORD, form_csrf
+
+    _, challenge = pkce()
+    request_uri = push(client, reuser, challenge).get_json()["request_uri"]
+    browser = client.application.test_client()
+    target = f"/oauth/authorize?client_id={reuser.client_id}&request_uri={request_uri}"
+    to_sign_in = browser.get(target)
+    sign_in_page = browser.get(to_sign_in.headers["Location"]).get_data(as_text=True)
+    import re
+
+    links = re.findall(r'href="(/sign-up\?next=[^"]*)"', sign_in_page)
+    assert links, "the sign-in page offers no sign-up link that keeps `next`"
+    sign_up_link = re.match(r"(.*)", links[-1])
+    assert sign_up_link is not None
+    form = browser.get(sign_up_link.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    sign_up_form = form[form.index('action="/sign-up"') :]
+    kept = re.search(r'name="next" value="([^"]*)"', sign_up_form)
+    assert kept is not None
+    created = browser.post(
+        "/sign-up",
+        data={
+            "csrf_token": form_csrf(form),
+            "email": "new@example.org",
+            "password": PASSWORD,
+            "password_again": PASSWORD,
+            "next": kept.group(1).replace("&amp;", "&"),
+        },
+    )
+    assert created.status_code == 302
+    assert created.headers["Location"] == target

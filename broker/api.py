@@ -28,7 +28,7 @@ from broker.schemas import (
     RegistrationErrorOut,
     WithSecret,
 )
-from broker.service import organisations as service
+from broker.service import clients, organisations
 from common.auth import current_token, public, require_oauth
 from common.db import get_session, unit_of_work
 from common.errors import InvalidInputError, InvalidTokenError
@@ -78,7 +78,7 @@ def _actor() -> str:
 @require_oauth("admin")
 @blp.response(200, OrganisationOut(many=True))
 def list_organisations() -> list[Organisation]:
-    return service.list_organisations(get_session())
+    return organisations.list_organisations(get_session())
 
 
 @blp.post("/api/v1/organisations")
@@ -87,14 +87,14 @@ def list_organisations() -> list[Organisation]:
 @blp.response(201, OrganisationOut)
 def create_organisation(data: dict[str, Any]) -> Organisation:
     with unit_of_work() as session:
-        return service.create_organisation(session, **data, actor=_actor())
+        return organisations.create_organisation(session, **data, actor=_actor())
 
 
 @blp.get("/api/v1/organisations/<uuid:organisation_id>")
 @require_oauth("admin")
 @blp.response(200, OrganisationOut)
 def get_organisation(organisation_id: uuid.UUID) -> Organisation:
-    return service.get_organisation(get_session(), organisation_id)
+    return organisations.get_organisation(get_session(), organisation_id)
 
 
 @blp.patch("/api/v1/organisations/<uuid:organisation_id>")
@@ -103,14 +103,14 @@ def get_organisation(organisation_id: uuid.UUID) -> Organisation:
 @blp.response(200, OrganisationOut)
 def update_organisation(data: dict[str, Any], organisation_id: uuid.UUID) -> Organisation:
     with unit_of_work() as session:
-        return service.update_organisation(session, organisation_id, **data, actor=_actor())
+        return organisations.update_organisation(session, organisation_id, **data, actor=_actor())
 
 
 @blp.get("/api/v1/organisations/<uuid:organisation_id>/clients")
 @require_oauth("admin")
 @blp.response(200, ClientOut(many=True))
 def list_clients(organisation_id: uuid.UUID) -> list[OAuthClient]:
-    return service.list_clients(get_session(), organisation_id)
+    return clients.list_clients(get_session(), organisation_id)
 
 
 @blp.post("/api/v1/organisations/<uuid:organisation_id>/clients")
@@ -119,7 +119,7 @@ def list_clients(organisation_id: uuid.UUID) -> list[OAuthClient]:
 @blp.response(201, ClientCreatedOut)
 def create_client(data: dict[str, Any], organisation_id: uuid.UUID) -> WithSecret:
     with unit_of_work() as session:
-        client, secret = service.create_client(
+        client, secret = clients.create_client(
             session,
             organisation_id=organisation_id,
             registered_by="committee",
@@ -134,7 +134,7 @@ def create_client(data: dict[str, Any], organisation_id: uuid.UUID) -> WithSecre
 @blp.response(204)
 def revoke_client(client_id: str) -> None:
     with unit_of_work() as session:
-        service.revoke_client(session, client_id=client_id, actor=_actor())
+        clients.revoke_client(session, client_id=client_id, actor=_actor())
 
 
 @blp.post("/api/v1/organisations/<uuid:organisation_id>/initial-access-tokens")
@@ -143,13 +143,13 @@ def revoke_client(client_id: str) -> None:
 @blp.response(201, InitialAccessTokenOut)
 def issue_initial_access_token(data: dict[str, Any], organisation_id: uuid.UUID) -> dict[str, Any]:
     with unit_of_work() as session:
-        token = service.issue_initial_access_token(
+        token = clients.issue_initial_access_token(
             session,
             organisation_id=organisation_id,
             ttl=timedelta(hours=data["hours"]),
             actor=_actor(),
         )
-        row = service.get_initial_access_token(session, token)
+        row = clients.get_initial_access_token(session, token)
     return {
         "initial_access_token": token,
         "organisation_id": organisation_id,
@@ -205,7 +205,7 @@ def _token_first(view: F) -> F:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         token = _initial_access_token()
-        if not service.initial_access_token_is_valid(get_session(), token):
+        if not clients.initial_access_token_is_valid(get_session(), token):
             raise InvalidTokenError(
                 "The initial access token is unknown, already used or expired.",
                 challenge='Bearer error="invalid_token"',
@@ -257,7 +257,7 @@ def _flat(messages: Any) -> list[str]:
 @register_blp.alt_response(400, schema=RegistrationErrorOut, description="RFC 7591 §3.2.2")
 def register_client(metadata: dict[str, Any]) -> Any:
     with unit_of_work() as session:
-        client, secret = service.register_client(
+        client, secret = clients.register_client(
             session, initial_access_token=_initial_access_token(), metadata=metadata
         )
     return WithSecret(client, secret), 201, {"Cache-Control": "no-store", "Pragma": "no-cache"}

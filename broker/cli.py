@@ -15,7 +15,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from broker.app import create_app
 from broker.models import AuthMethod, Role
-from broker.service import organisations, publish_charter
+from broker.service import clients, organisations, publish_charter
 from charter import service as charters
 from charter.document import CharterInvalidError
 from common import migrations
@@ -211,7 +211,7 @@ def client_create(
     try:
         with unit_of_work() as session:
             organisation = organisations.get_organisation_by_slug(session, org_slug)
-            created, secret = organisations.create_client(
+            created, secret = clients.create_client(
                 session,
                 organisation_id=organisation.id,
                 name=name,
@@ -247,10 +247,10 @@ def iat_issue(org_slug: str, hours: int) -> None:
     try:
         with unit_of_work() as session:
             organisation = organisations.get_organisation_by_slug(session, org_slug)
-            token = organisations.issue_initial_access_token(
+            token = clients.issue_initial_access_token(
                 session, organisation_id=organisation.id, ttl=timedelta(hours=hours), actor="cli"
             )
-            expires_at = organisations.get_initial_access_token(session, token).expires_at
+            expires_at = clients.get_initial_access_token(session, token).expires_at
     except DomainError as exc:
         _fail(org_slug, exc)
     click.echo(f"initial_access_token: {token}")

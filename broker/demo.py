@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.models import AuthMethod, OAuthClient, Organisation, Role
-from broker.service import organisations, publish_charter
+from broker.service import clients, organisations, publish_charter
 from charter.document import terms_hash
 from common import jose
 from common.db import unit_of_work
@@ -131,7 +131,7 @@ def _reuser_client(reuser_url: str, instance_dir: Path) -> Iterator[str]:
         if client is not None:
             line = f"client {client.client_id} of {REUSER_SLUG} already exists"
         else:
-            client, _ = organisations.create_client(
+            client, _ = clients.create_client(
                 session,
                 organisation_id=organisation.id,
                 name=REUSER_CLIENT_NAME,
@@ -168,14 +168,14 @@ def _matching_client(
     """The demo client still usable as is; stale ones (another key or redirect URI) are
     revoked so that only one demo client stays in force."""
     found: OAuthClient | None = None
-    for client in organisations.list_clients(session, organisation.id, include_revoked=False):
+    for client in clients.list_clients(session, organisation.id, include_revoked=False):
         if client.name != REUSER_CLIENT_NAME:
             continue
         kids = {k.get("kid") for k in (client.jwks or {}).get("keys", [])}
         if found is None and kid in kids and client.redirect_uris == [redirect_uri]:
             found = client
         else:
-            organisations.revoke_client(session, client_id=client.client_id, actor=ACTOR)
+            clients.revoke_client(session, client_id=client.client_id, actor=ACTOR)
     return found
 
 

@@ -1,5 +1,6 @@
 """HTTP shapes of the committee's organisation and client API, its portal forms, and RFC 7591
-registration. Shapes and types only: the rules live in broker.service.organisations."""
+registration. Shapes and types only: the rules live in broker.service.organisations and
+broker.service.clients."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ from broker.schemas import (
     OrganisationEditForm,
     OrganisationForm,
 )
-from broker.service import organisations, scopes
+from broker.service import clients, organisations, scopes
 from charter import service as charter_service
 from charter.service import Charter
 from common.auth import citizen_required, current_citizen, safe_next
@@ -231,11 +231,11 @@ def _organisation_page(organisation_id: uuid.UUID, *, status: int = 200, **extra
         render_template(
             "admin/organisation.html",
             organisation=organisation,
-            clients=organisations.list_clients(session, organisation_id),
+            clients=clients.list_clients(session, organisation_id),
             charter=current_charter(),
             allowed_scopes=sorted(scopes.allowed_for(organisation.role)),
             auth_methods=AUTH_METHOD_LABELS,
-            grant_types=organisations.GRANT_TYPES,
+            grant_types=clients.GRANT_TYPES,
             registration_endpoint=f"{current_app.config['ISSUER']}/oauth/register",
             **context,
         ),
@@ -289,7 +289,7 @@ def admin_create_client(organisation_id: uuid.UUID) -> Response:
         if errors:
             raise InvalidInputError("The form is not valid.", fields=errors)
         with unit_of_work() as session:
-            client, secret = organisations.create_client(
+            client, secret = clients.create_client(
                 session,
                 organisation_id=organisation_id,
                 name=data["name"],
@@ -314,7 +314,7 @@ def admin_create_client(organisation_id: uuid.UUID) -> Response:
 @committee_required
 def admin_revoke_client(client_id: str) -> Response:
     with unit_of_work() as session:
-        client = organisations.revoke_client(session, client_id=client_id, actor=g.committee_actor)
+        client = clients.revoke_client(session, client_id=client_id, actor=g.committee_actor)
         organisation_id = client.organisation_id
     flash(_("Le client %(client_id)s est révoqué, ses jetons aussi.", client_id=client_id), "info")
     return redirect(url_for("portal.admin_organisation", organisation_id=organisation_id))
@@ -328,13 +328,13 @@ def admin_issue_initial_access_token(organisation_id: uuid.UUID) -> Response:
         if errors:
             raise InvalidInputError("The form is not valid.", fields=errors)
         with unit_of_work() as session:
-            token = organisations.issue_initial_access_token(
+            token = clients.issue_initial_access_token(
                 session,
                 organisation_id=organisation_id,
                 ttl=timedelta(hours=data["hours"]),
                 actor=g.committee_actor,
             )
-            expires_at = organisations.get_initial_access_token(session, token).expires_at
+            expires_at = clients.get_initial_access_token(session, token).expires_at
     except (InvalidInputError, ConflictError) as exc:
         return _organisation_page(organisation_id, status=422, token_errors=_errors(exc))
     return _organisation_page(

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from audit.models import AuditEntry
 from broker.models import InitialAccessToken, OAuthClient, Organisation
-from broker.service import organisations
+from broker.service import clients, credentials, organisations
 from tests.broker import keys
 from tests.conftest import form_csrf, sign_in
 
@@ -220,7 +220,7 @@ def test_a_new_clients_secret_is_shown_once_and_stored_hashed(member, session, l
     client_id = re.search(r'data-testid="new-client-id">([^<]+)<', page).group(1)
     stored = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
     assert stored.redirect_uris == ["https://lab.example.org/callback", "http://127.0.0.1:8000/cb"]
-    assert stored.secret_hash == organisations.hash_secret(secret)
+    assert stored.secret_hash == credentials.hash_value(secret)
     again = text(member.client.get(org_page(lab)))
     assert client_id in again
     assert secret not in again
@@ -264,7 +264,7 @@ def test_a_private_key_jwt_client_takes_its_keys_from_the_form(member, session, 
 
 
 def test_a_member_revokes_a_client(member, session, lab):
-    made, _ = organisations.create_client(
+    made, _ = clients.create_client(
         session,
         organisation_id=lab.id,
         name="Old app",

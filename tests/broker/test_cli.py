@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from broker.cli import main
 from broker.models import CommitteeMember, OAuthClient, Organisation
-from broker.service import organisations
+from broker.service import clients, credentials, organisations
 from consent import accounts
 from tests.broker import keys
 from tests.conftest import PASSWORD
@@ -103,7 +103,7 @@ def test_client_create_prints_the_secret_once_and_stores_its_hash(run, session, 
     client_id = re.search(r"client_id: (\S+)", result.stdout).group(1)
     secret = re.search(r"client_secret: (\S+)", result.stdout).group(1)
     stored = session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
-    assert stored.secret_hash == organisations.hash_secret(secret)
+    assert stored.secret_hash == credentials.hash_value(secret)
     assert stored.dpop_bound is True
 
 
@@ -174,6 +174,6 @@ def test_iat_issue_prints_a_token_that_registers_once(run, session, lab):
     result = run("iat", "issue", "energy-lab", "--hours", "2")
     assert result.exit_code == 0, result.stderr
     token = re.search(r"initial_access_token: (\S+)", result.stdout).group(1)
-    assert organisations.initial_access_token_is_valid(session, token)
+    assert clients.initial_access_token_is_valid(session, token)
     assert run("iat", "issue", "nobody").exit_code == 1
     assert run("iat", "issue", "energy-lab", "--hours", "0").exit_code == 2

@@ -21,6 +21,7 @@ from broker.models import (
     Organisation,
     Role,
 )
+from broker.service import clients, credentials
 from broker.service import organisations as service
 from broker.service.scopes import ROLE_SCOPES
 from common.clock import frozen, utcnow
@@ -73,7 +74,7 @@ def client(session, org, **overrides):
         "actor": "test",
         **overrides,
     }
-    return service.create_client(session, **arguments)
+    return clients.create_client(session, **arguments)
 
 
 def refused(call, *args, **kwargs):
@@ -201,7 +202,7 @@ def test_unknown_organisations_are_not_found(session, charter):
     with pytest.raises(NotFoundError):
         service.get_organisation(session, uuid.uuid4())
     with pytest.raises(NotFoundError):
-        service.list_clients(session, uuid.uuid4())
+        clients.list_clients(session, uuid.uuid4())
     with pytest.raises(NotFoundError):
         client(session, type("Org", (), {"id": uuid.uuid4()})())
 
@@ -331,9 +332,9 @@ def test_a_secret_exists_in_clear_once_and_only_its_hash_is_stored(session, char
     assert secret not in json.dumps([str(v) for v in row])
     audit_text = json.dumps([(e.actor, e.detail) for e in session.scalars(select(AuditEntry))])
     assert secret not in audit_text
-    assert service.check_secret(created, secret)
-    assert not service.check_secret(created, secret + "x")
-    assert service.hash_secret(secret) == row.secret_hash
+    assert credentials.check_secret(created, secret)
+    assert not credentials.check_secret(created, secret + "x")
+    assert credentials.hash_value(secret) == row.secret_hash
 
 
 @pytest.mark.parametrize(
@@ -418,7 +419,7 @@ def test_a_suspended_organisation_gets_no_new_client_nor_token(session, charter)
     with pytest.raises(ConflictError):
         client(session, org)
     with pytest.raises(ConflictError):
-        service.issue_initial_access_token(session, organisation_id=org.id, actor="test")
+        clients.issue_initial_access_token(session, organisation_id=org.id, actor="test")
 
 
 def test_revoking_a_client_revokes_its_grants_and_is_idempotent(session, charter):
@@ -433,17 +434,17 @@ def test_revoking_a_client_revokes_its_grants_and_is_idempotent(session, charter
     )
     session.add(grant)
     session.flush()
-    service.revoke_client(session, client_id=created.client_id, actor="test")
+    clients.revoke_client(session, client_id=created.client_id, actor="test")
     session.expire_all()
     assert session.get(OAuthClient, created.id).revoked_at is not None
     assert session.get(Grant, grant.id).revoked_reason == "client_revoked"
-    service.revoke_client(session, client_id=created.client_id, actor="test")
+    clients.revoke_client(session, client_id=created.client_id, actor="test")
     [entry] = events(session, "admin:client:revoke")
     assert entry.detail["grants_revoked"] == 1
-    assert [c.client_id for c in service.list_clients(session, org.id)] == [created.client_id]
-    assert service.list_clients(session, org.id, include_revoked=False) == []
+    assert [c.client_id for c in clients.list_clients(session, org.id)] == [created.client_id]
+    assert clients.list_clients(session, org.id, include_revoked=False) == []
     with pytest.raises(NotFoundError):
-        service.revoke_client(session, client_id="tc_nobody", actor="test")
+        clients.revoke_client(session, client_id="tc_nobody", actor="test")
 
 
 # --- initial access tokens and RFC 7591 -------------------------------------------------
@@ -459,7 +460,7 @@ METADATA = {
 
 def test_an_initial_access_token_is_stored_hashed_and_lasts_a_day(session, charter):
     org = organisation(session)
-    token = service.issue_initial_access_token(session, organisation_id=org.id, actor="test")
+    token = clients.issue_initial_access_token(session, organisation_id=org.id, actor="test")
     row = session.scalar(select(InitialAccessToken))
     assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert timedelta(hours=23, minutes=59) < row.expires_at - utcnow() <= timedelta(hours=24)
@@ -467,49 +468,49 @@ def test_an_initial_access_token_is_stored_hashed_and_lasts_a_day(session, chart
         [e.detail for e in events(session, "admin:initial_access_token:issue")]
     )
     with pytest.raises(InvalidInputError):
-        service.issue_initial_access_token(
+        clients.issue_initial_access_token(
             session, organisation_id=org.id, ttl=timedelta(0), actor="test"
         )
 
 
 def test_a_client_registers_itself_once_with_an_initial_access_token(session, charter):
     org = organisation(session)
-    token = service.issue_initial_access_token(session, organisation_id=org.id, actor="test")
-    assert service.initial_access_token_is_valid(session, token)
-    created, secret = service.register_client(
+    token = clients.issue_initial_access_token(session, organisation_id=org.id, actor="test")
+    assert clients.initial_access_token_is_valid(session, token)
+    created, secret = clients.register_client(
         session, initial_access_token=token, metadata=METADATA
     )
     assert created.registered_by == "dcr"
     assert created.organisation_id == org.id
-    assert service.check_secret(created, secret)
-    assert not service.initial_access_token_is_valid(session, token)
+    assert credentials.check_secret(created, secret)
+    assert not clients.initial_access_token_is_valid(session, token)
     [entry] = events(session, "oauth:client:register")
     assert entry.actor == f"organisation:{org.slug}"
     with pytest.raises(InvalidTokenError):
-        service.register_client(session, initial_access_token=token, metadata=METADATA)
+        clients.register_client(session, initial_access_token=token, metadata=METADATA)
 
 
 def test_an_expired_or_unknown_initial_access_token_registers_nothing(session, charter):
     org = organisation(session)
     start = utcnow()
     with frozen(start) as move_to:
-        token = service.issue_initial_access_token(
+        token = clients.issue_initial_access_token(
             session, organisation_id=org.id, ttl=timedelta(hours=1), actor="test"
         )
         move_to(start + timedelta(hours=1, seconds=1))
         with pytest.raises(InvalidTokenError):
-            service.register_client(session, initial_access_token=token, metadata=METADATA)
+            clients.register_client(session, initial_access_token=token, metadata=METADATA)
     with pytest.raises(InvalidTokenError):
-        service.register_client(session, initial_access_token="made-up", metadata=METADATA)
+        clients.register_client(session, initial_access_token="made-up", metadata=METADATA)
     assert count(session, OAuthClient) == 0
 
 
 def test_registration_refusals_use_rfc_7591_names(session, charter):
     org = organisation(session)
-    token = service.issue_initial_access_token(session, organisation_id=org.id, actor="test")
+    token = clients.issue_initial_access_token(session, organisation_id=org.id, actor="test")
     session.commit()
     with pytest.raises(InvalidInputError) as info:
-        service.register_client(
+        clients.register_client(
             session,
             initial_access_token=token,
             metadata={
@@ -520,15 +521,15 @@ def test_registration_refusals_use_rfc_7591_names(session, charter):
         )
     assert {"jwks", "scope"} <= set(info.value.fields)
     session.rollback()  # as the unit of work does: the token is still unused
-    assert service.initial_access_token_is_valid(session, token)
+    assert clients.initial_access_token_is_valid(session, token)
 
 
 def test_a_suspended_organisations_token_registers_nothing(session, charter):
     org = organisation(session)
-    token = service.issue_initial_access_token(session, organisation_id=org.id, actor="test")
+    token = clients.issue_initial_access_token(session, organisation_id=org.id, actor="test")
     service.update_organisation(session, org.id, suspended=True, actor="test")
     with pytest.raises(InvalidTokenError):
-        service.register_client(session, initial_access_token=token, metadata=METADATA)
+        clients.register_client(session, initial_access_token=token, metadata=METADATA)
 
 
 # --- the committee ------------------------------------------------------------------------

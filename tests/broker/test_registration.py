@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.models import InitialAccessToken, OAuthClient
-from broker.service import organisations
+from broker.service import clients, credentials, organisations
 from common.clock import frozen, utcnow
 from tests.broker import keys
 
@@ -41,7 +41,7 @@ def lab(session, charter):
 
 @pytest.fixture
 def token(session, lab):
-    issued = organisations.issue_initial_access_token(session, organisation_id=lab.id, actor="test")
+    issued = clients.issue_initial_access_token(session, organisation_id=lab.id, actor="test")
     session.commit()
     return issued
 
@@ -50,7 +50,7 @@ def bearer(value):
     return {"Authorization": f"Bearer {value}"}
 
 
-def clients(session):
+def client_count(session):
     return session.scalar(select(func.count()).select_from(OAuthClient))
 
 
@@ -58,7 +58,7 @@ def unused(session, value):
     session.expire_all()
     row = session.scalar(
         select(InitialAccessToken).where(
-            InitialAccessToken.token_hash == organisations.hash_secret(value)
+            InitialAccessToken.token_hash == credentials.hash_value(value)
         )
     )
     return row.used_at is None
@@ -88,7 +88,7 @@ def test_a_client_registers_itself_and_gets_rfc_7591_information(client, session
     stored = session.scalar(select(OAuthClient).where(OAuthClient.client_id == info["client_id"]))
     assert stored.registered_by == "dcr"
     assert stored.organisation_id == lab.id
-    assert organisations.check_secret(stored, info["client_secret"])
+    assert credentials.check_secret(stored, info["client_secret"])
     assert not unused(session, token)
 
 
@@ -115,20 +115,20 @@ def test_a_used_token_registers_nothing_more(client, session, token):
     assert response.status_code == 401
     assert response.mimetype == "application/problem+json"
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
-    assert clients(session) == 1
+    assert client_count(session) == 1
 
 
 def test_an_expired_token_registers_nothing(client, session, lab):
     start = utcnow()
     with frozen(start) as move_to:
-        value = organisations.issue_initial_access_token(
+        value = clients.issue_initial_access_token(
             session, organisation_id=lab.id, ttl=timedelta(hours=1), actor="test"
         )
         session.commit()
         move_to(start + timedelta(hours=2))
         response = register(client, value)
     assert response.status_code == 401
-    assert clients(session) == 0
+    assert client_count(session) == 0
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_without_a_valid_token_nothing_is_registered_and_no_hint_is_given(
     assert response.mimetype == "application/problem+json"
     assert "errors" not in response.get_json()
     assert "WWW-Authenticate" in response.headers
-    assert clients(session) == 0
+    assert client_count(session) == 0
     assert unused(session, token)
 
 
@@ -171,7 +171,7 @@ def test_bad_redirect_uris_are_invalid_redirect_uri(client, session, token, uris
     assert "redirect_uris" in body["error_description"]
     assert body["error_description"].isascii()
     assert "redirect_uris" in body["errors"]
-    assert clients(session) == 0
+    assert client_count(session) == 0
     assert unused(session, token)
 
 
@@ -207,7 +207,7 @@ def test_bad_metadata_is_invalid_client_metadata_and_keeps_the_token(
     assert answer["error"] == "invalid_client_metadata"
     assert field in answer["errors"], answer
     assert answer["error_description"]
-    assert clients(session) == 0
+    assert client_count(session) == 0
     assert unused(session, token)
     assert register(client, token).status_code == 201  # the token still works once
 
@@ -248,5 +248,5 @@ def test_no_metadata_makes_registration_fail_with_a_500(client, session, token, 
     response = client.post("/oauth/register", json=body, headers=bearer(token))
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.get_json()["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
-    assert clients(session) == 0
+    assert client_count(session) == 0
     assert unused(session, token)

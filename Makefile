@@ -9,6 +9,7 @@ REUSER_PORT ?= 5001
 # The demo's issuer must be the URL it is reached at (RFC 8414 §3.3): it follows PORT.
 DEMO_ISSUER ?= http://127.0.0.1:$(PORT)
 REUSER_URL ?= http://127.0.0.1:$(REUSER_PORT)
+HOLDERS_BASE_PORT ?= 5101
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/tiers_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
 TRANSLATIONS := broker/translations
@@ -59,11 +60,13 @@ demo: install translations
 	@echo ""
 	@echo "Tiers demo territory: $(DEMO_ISSUER)/"
 	@echo "Demo reuser EcoWatt Conseil (PAR + PKCE + private_key_jwt + DPoP): $(REUSER_URL)/"
+	@echo "Demo data holders (electricity, gas, transit, open building sensors): ports $(HOLDERS_BASE_PORT)-$$(($(HOLDERS_BASE_PORT)+3))"
 	@echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local (also on the charter committee), yanis@demo.tiers.local, lea@demo.tiers.local"
 	@echo ""
-	@# The reuser runs in the background and stops when `tiers run` does (Ctrl-C included).
+	@# The reuser and the holders run in the background and stop when `tiers run` does (Ctrl-C too).
 	TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.reuser.app --port $(REUSER_PORT) & reuser=$$!; \
-	  trap 'kill $$reuser 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	  TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.holders all --base-port $(HOLDERS_BASE_PORT) & holders=$$!; \
+	  trap 'kill $$reuser $$holders 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	  TIERS_ISSUER=$(DEMO_ISSUER) $(BIN)/tiers run --host 127.0.0.1 --port $(PORT)
 
 bench: install services

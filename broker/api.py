@@ -1,5 +1,6 @@
 """Service-level endpoints: health and the public keys that verify our signatures; the charter
-committee's organisations and clients (scope `admin`); RFC 7591 client registration."""
+committee's organisations and clients (scope `admin`); RFC 7591 client registration; holders'
+datasets and pairings (scope `datasets:write`) and the public DCAT-AP catalog."""
 
 from __future__ import annotations
 
@@ -13,25 +14,32 @@ from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
-from broker.models import OAuthClient, Organisation
+from broker.models import Dataset, OAuthClient, Organisation
 from broker.schemas import (
     ClientCreatedOut,
     ClientIn,
     ClientInformationOut,
     ClientMetadataIn,
     ClientOut,
+    DatasetIn,
+    DatasetOut,
+    DatasetUpdate,
     InitialAccessTokenIn,
     InitialAccessTokenOut,
     OrganisationIn,
     OrganisationOut,
     OrganisationUpdate,
+    PairingIn,
+    PairingOut,
     RegistrationErrorOut,
     WithSecret,
 )
-from broker.service import clients, organisations
+from broker.service import catalog as catalog_service
+from broker.service import clients, datasets, organisations
 from common.auth import current_token, public, require_oauth
 from common.db import get_session, unit_of_work
-from common.errors import InvalidInputError, InvalidTokenError
+from common.errors import ForbiddenError, InvalidInputError, InvalidTokenError
+from common.http import jsonld_response
 from common.keyring import app_keyring
 
 blp = Blueprint(
@@ -261,3 +269,96 @@ def register_client(metadata: dict[str, Any]) -> Any:
             session, initial_access_token=_initial_access_token(), metadata=metadata
         )
     return WithSecret(client, secret), 201, {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+# --- holders' datasets, pairing, and the public catalog (issue #5) ----------------------
+# Registered by broker/app.py. Holders call with their client_credentials token
+# (`datasets:write`); the catalog is public.
+
+datasets_blp = Blueprint(
+    "datasets",
+    __name__,
+    url_prefix="/api/v1",
+    description="Holders' datasets, the pairing of citizens' accounts, and the DCAT-AP catalog",
+)
+
+
+def _holder_id() -> uuid.UUID:
+    """The calling organisation, which must be a data holder (scopes already say so)."""
+    token = current_token()
+    if token is None or token.role != "holder":
+        raise ForbiddenError("Only data holders register datasets and pair accounts.")
+    return token.organisation_id
+
+
+@datasets_blp.get("/datasets")
+@require_oauth("datasets:write")
+@datasets_blp.response(200, DatasetOut(many=True))
+def list_datasets() -> list[Dataset]:
+    # Only the caller's own settings; everyone's public description is /api/v1/catalog.
+    return datasets.list_own(get_session(), _holder_id())
+
+
+@datasets_blp.post("/datasets")
+@require_oauth("datasets:write")
+@datasets_blp.arguments(DatasetIn)
+@datasets_blp.response(201, DatasetOut)
+def register_dataset(data: dict[str, Any]) -> Dataset:
+    holder_id = _holder_id()
+    with unit_of_work() as session:
+        return datasets.register(session, holder_id=holder_id, settings=data, actor=_actor())
+
+
+@datasets_blp.get("/datasets/<uuid:dataset_id>")
+@require_oauth("datasets:write")
+@datasets_blp.response(200, DatasetOut)
+def get_dataset(dataset_id: uuid.UUID) -> Dataset:
+    return datasets.get_own(get_session(), _holder_id(), dataset_id)
+
+
+@datasets_blp.patch("/datasets/<uuid:dataset_id>")
+@require_oauth("datasets:write")
+@datasets_blp.arguments(DatasetUpdate(partial=True))
+@datasets_blp.response(200, DatasetOut)
+def update_dataset(data: dict[str, Any], dataset_id: uuid.UUID) -> Dataset:
+    holder_id = _holder_id()
+    with unit_of_work() as session:
+        return datasets.update(
+            session, holder_id=holder_id, dataset_id=dataset_id, changes=data, actor=_actor()
+        )
+
+
+@datasets_blp.post("/pairings")
+@require_oauth("datasets:write")
+@datasets_blp.arguments(PairingIn)
+@datasets_blp.response(201, PairingOut)
+def pair_account(data: dict[str, Any]) -> Any:
+    holder_id = _holder_id()
+    with unit_of_work() as session:  # a refusal commits too: it feeds the holder's rate limit
+        outcome = datasets.pair(
+            session,
+            holder_id=holder_id,
+            code=data["code"],
+            subject=data["subject"],
+            dataset=data["dataset"],
+            actor=_actor(),
+        )
+    outcome.raise_refusal()
+    assert outcome.link is not None  # noqa: S101 (no refusal: a link)
+    link = outcome.link
+    body = {
+        "id": link.id,
+        "dataset_id": link.dataset_id,
+        "created_at": link.created_at,
+        "created": outcome.created,
+    }
+    return body, 201 if outcome.created else 200
+
+
+@datasets_blp.get("/catalog")
+@public
+def catalog() -> Response:
+    body = catalog_service.build(get_session(), base_url=current_app.config["ISSUER"])
+    response = jsonld_response(body)
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response

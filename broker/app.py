@@ -29,6 +29,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     http.register_error_handlers(app)
     portal.init_app(app, str(HERE / "translations"))
 
+    from audit import api as audit_api
+    from audit import tasks as _audit_tasks  # noqa: F401  (registers audit.integrate, its kick)
     from broker import api as broker_api
     from broker import oauth
     from broker import tasks as _broker_tasks  # noqa: F401  (registers Celery tasks)
@@ -44,8 +46,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     auth.set_token_validator(app, oauth.validate_access)
     oauth.init_app(app, csrf)
     csrf.exempt(broker_api.register_blp)  # RFC 7591: a bearer initial access token, no cookie
-    for blueprint in (broker_api.blp, broker_api.register_blp, charter_api.blp, consent_api.blp):
+    blueprints = (broker_api.blp, broker_api.register_blp, broker_api.datasets_blp)
+    for blueprint in (*blueprints, charter_api.blp, consent_api.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(audit_api.blp)
     for bp in (broker_views.bp, charter_views.bp, consent_views.bp, consent_views.accounts_bp):
         app.register_blueprint(bp)
     # Lower packages make upper ones act through data, never imports (shared/STYLE.md §3).

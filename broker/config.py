@@ -48,6 +48,9 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
             "relay-outbox": {"task": "common.relay_outbox", "schedule": 30.0},
             "sweep-consents": {"task": "consent.sweep", "schedule": 300.0},
             "purge-replay-cache": {"task": "broker.purge_replay_cache", "schedule": 600.0},
+            # Seals the access log; data releases fail closed past AUDIT_MAX_SEAL_LAG.
+            "integrate-audit-log": {"task": "audit.integrate", "schedule": 2.0},
+            "probe-datasets": {"task": "broker.probe_datasets", "schedule": 300.0},
         },
     }
 
@@ -63,6 +66,9 @@ def from_env(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": env.get("TIERS_SECURE_COOKIES", "0") == "1",
         "CELERY": celery_settings(env.get("CELERY_BROKER_URL")),
         **defaults(),
+        # The log's name in its checkpoints, for ever (default: <issuer host>/tiers/audit-log).
+        "AUDIT_LOG_ORIGIN": env.get("TIERS_AUDIT_LOG_ORIGIN") or None,
+        "AUDIT_MAX_SEAL_LAG": timedelta(seconds=float(env.get("TIERS_AUDIT_MAX_SEAL_LAG", "60"))),
     }
 
 
@@ -91,4 +97,6 @@ def defaults() -> dict[str, Any]:
         "LANGUAGES": ("fr", "en"),
         "DPOP_REQUIRE_NONCE": True,  # RFC 9449 §8: proofs carry a nonce the server chose
         "RECEIPT_KEY_PUBLISH_DAYS": 5 * 365 + 30,  # longer than any consent a charter allows
+        "AUDIT_LOG_ORIGIN": None,  # derived from ISSUER (audit.service.log_origin)
+        "AUDIT_MAX_SEAL_LAG": timedelta(seconds=60),  # older unsealed leaves: releases get 503
     }

@@ -173,3 +173,62 @@ class CommitteeMember(HasId, Base):
     __tablename__ = "committee_member"
     citizen_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("citizen.id"), unique=True)
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- holders' datasets (issue #5) --------------------------------------------------------
+
+
+class FieldType(enum.StrEnum):
+    """The types a dataset's schema may declare (JSON values on the holder's endpoint)."""
+
+    INTEGER = "integer"
+    NUMBER = "number"
+    STRING = "string"
+    DATE = "date"
+    DATETIME = "datetime"
+    BOOLEAN = "boolean"
+
+
+class DatasetAuth(enum.StrEnum):
+    """How Tiers authenticates to a holder's endpoint (docs/holder-protocol.md)."""
+
+    TIERS_TOKEN = "tiers_token"  # noqa: S105 (a method name): a JWT from Tiers, aud = resource URI
+    NONE = "none"  # open data only
+
+
+class Health(enum.StrEnum):
+    """What the last probe of a dataset's service (`{origin}/health`) found."""
+
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+class Dataset(HasId, Base):
+    """A dataset a holder registered: what it holds, where, and how Tiers reads it.
+
+    `fields` is the normalised schema: one object per field (name, type, unit, personal,
+    sensitive, min, max). `personal` is derived from it: a dataset without personal fields is
+    open data, served without a token under `licence`. The slug is unique per holder.
+    """
+
+    __tablename__ = "dataset"
+    __table_args__ = (UniqueConstraint("holder_id", "slug"),)
+    holder_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    title: Mapped[dict[str, str]] = mapped_column(JSON)  # {"fr": …, "en": …}
+    description: Mapped[dict[str, str]] = mapped_column(JSON)
+    data_category: Mapped[str] = mapped_column(String(64), index=True)
+    fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    subject_field: Mapped[str | None] = mapped_column(String(64))
+    time_field: Mapped[str | None] = mapped_column(String(64))
+    personal: Mapped[bool] = mapped_column(Boolean)
+    endpoint_url: Mapped[str] = mapped_column(String(500))
+    auth: Mapped[DatasetAuth] = mapped_column(str_enum(DatasetAuth))
+    refresh: Mapped[str] = mapped_column(String(32))  # an ISO 8601 duration, e.g. P1D
+    licence: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime]
+    health: Mapped[Health] = mapped_column(str_enum(Health), default=Health.UNKNOWN)
+    health_checked_at: Mapped[datetime | None]
+    health_detail: Mapped[str | None] = mapped_column(String(200))
+    holder: Mapped[Organisation] = relationship(lazy="joined")

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import (
     EXCLUDE,
@@ -15,12 +16,13 @@ from marshmallow import (
     ValidationError,
     fields,
     post_dump,
+    post_load,
     pre_load,
     validate,
     validates_schema,
 )
 
-from broker.models import AuthMethod, Role
+from broker.models import AuthMethod, DatasetAuth, FieldType, Health, Role
 
 SLUG = validate.Regexp(
     r"^[a-z0-9]+(-[a-z0-9]+)*\Z", error="A lowercase kebab-case id (e.g. energy-lab)."
@@ -272,3 +274,227 @@ class ClientForm(Schema):
 
 class InitialAccessTokenForm(Schema):
     hours = fields.Integer(load_default=24, validate=validate.Range(1, 720))
+
+
+# --- holders' datasets, pairing (issue #5) -----------------------------------------------
+# Shapes only: broker.service.datasets checks the rules and names each bad field by path.
+# Errors of nested shapes are named the same way (`schema.fields[2].min`), not by webargs'
+# nesting, so a holder reads one convention whichever layer refused.
+
+
+def _path_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Marshmallow's nested messages as flat paths: {"schema": {"fields": {2: …}}} ->
+    "schema.fields[2]…"; a nested `_schema` message belongs to its parent's path."""
+    if isinstance(messages, Mapping):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            if isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            elif key == "_schema" and prefix:
+                path = prefix
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            for name, found in _path_messages(value, path).items():
+                flat.setdefault(name, []).extend(found)
+        return flat
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return {prefix or "_schema": list(messages)}
+    if isinstance(messages, list):
+        flat = {}
+        for index, value in enumerate(messages):
+            flat.update(_path_messages(value, f"{prefix}[{index}]"))
+        return flat
+    return {prefix or "_schema": [str(messages)]}
+
+
+class _PathErrors(Schema):
+    def handle_error(self, error: ValidationError, data: Any, *, many: bool, **kwargs: Any) -> None:
+        raise ValidationError(_path_messages(error.messages))
+
+
+class TextIn(Schema):
+    """A text in the territory's two languages."""
+
+    fr = fields.String(required=True, validate=validate.Length(1, 5000))
+    en = fields.String(required=True, validate=validate.Length(1, 5000))
+
+
+class SchemaFieldIn(Schema):
+    """One field of a dataset's records."""
+
+    name = fields.String(required=True, validate=validate.Length(1, 64))
+    type = fields.Enum(FieldType, by_value=True, required=True)
+    unit = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 32))
+    personal = fields.Boolean(
+        load_default=True, metadata={"description": "Personal data (default: true)."}
+    )
+    sensitive = fields.Boolean(
+        load_default=False, metadata={"description": "GDPR art. 9 data; implies personal."}
+    )
+    min_value = fields.Float(
+        data_key="min",
+        load_default=None,
+        allow_none=True,
+        allow_nan=False,
+        metadata={"description": "Lower bound for DP clamping (numeric personal fields)."},
+    )
+    max_value = fields.Float(
+        data_key="max",
+        load_default=None,
+        allow_none=True,
+        allow_nan=False,
+        metadata={"description": "Upper bound for DP clamping (numeric personal fields)."},
+    )
+
+    @post_load
+    def _wire_names(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        if isinstance(data.get("type"), FieldType):
+            data["type"] = data["type"].value
+        data["min"], data["max"] = data.pop("min_value", None), data.pop("max_value", None)
+        return data
+
+
+class DatasetSchemaIn(Schema):
+    """The records' fields; which one holds the holder's subject identifier; the time field."""
+
+    field_list = fields.List(
+        fields.Nested(SchemaFieldIn),
+        data_key="fields",
+        required=True,
+        validate=validate.Length(1, 100),
+    )
+    subject_field = fields.String(load_default=None, allow_none=True, validate=CATEGORY)
+    time_field = fields.String(load_default=None, allow_none=True, validate=CATEGORY)
+
+    @post_load
+    def _wire_names(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        if "field_list" in data:
+            data["fields"] = data.pop("field_list")
+        return data
+
+
+class DatasetIn(_PathErrors):
+    """A dataset a holder registers (docs/holder-protocol.md says how Tiers reads it)."""
+
+    slug = fields.String(required=True, validate=[SLUG, validate.Length(max=64)])
+    title = fields.Nested(TextIn, required=True)
+    description = fields.Nested(TextIn, required=True)
+    data_category = fields.String(required=True, validate=CATEGORY)
+    dataset_schema = fields.Nested(DatasetSchemaIn, data_key="schema", required=True)
+    endpoint_url = fields.String(
+        required=True,
+        validate=URI,
+        metadata={"description": "https (http on loopback only); records at {endpoint}/records."},
+    )
+    auth = fields.Enum(
+        DatasetAuth,
+        by_value=True,
+        required=True,
+        metadata={"description": "tiers_token for personal data, none for open data."},
+    )
+    refresh = fields.String(
+        required=True,
+        validate=validate.Length(2, 32),
+        metadata={"description": "An ISO 8601 duration, e.g. P1D or PT1H."},
+    )
+    licence = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=URI,
+        metadata={"description": "Required iff no field is personal (open data)."},
+    )
+
+    @post_load
+    def _wire_names(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        if "dataset_schema" in data:
+            data["schema"] = data.pop("dataset_schema")
+        if isinstance(data.get("auth"), DatasetAuth):
+            data["auth"] = data["auth"].value
+        return data
+
+
+class DatasetUpdate(DatasetIn):
+    """PATCH, loaded with partial=True: only the fields sent change; `schema`, `title` and
+    `description` are replaced as a whole."""
+
+    @validates_schema
+    def _not_empty(self, data: Mapping[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Send at least one field to change.", "_schema")
+
+
+def _health_url(endpoint_url: str) -> str:
+    parts = urlsplit(endpoint_url)
+    return f"{parts.scheme}://{parts.netloc}/health"
+
+
+class HealthOut(Schema):
+    status = fields.Enum(Health, by_value=True, attribute="health")
+    checked_at = fields.AwareDateTime(attribute="health_checked_at", allow_none=True)
+    detail = fields.String(attribute="health_detail", allow_none=True)
+
+
+class DatasetOut(Schema):
+    """A dataset's settings, as its own holder sees them (nobody else does)."""
+
+    id = fields.UUID()
+    holder = fields.Function(lambda d: d.holder.slug)
+    slug = fields.String()
+    title = fields.Dict(keys=fields.String(), values=fields.String())
+    description = fields.Dict(keys=fields.String(), values=fields.String())
+    data_category = fields.String()
+    schema = fields.Function(
+        lambda d: {
+            "fields": d.fields,
+            "subject_field": d.subject_field,
+            "time_field": d.time_field,
+        }
+    )
+    personal = fields.Boolean()
+    open_data = fields.Function(lambda d: not d.personal)
+    endpoint_url = fields.String()
+    auth = fields.Enum(DatasetAuth, by_value=True)
+    refresh = fields.String()
+    licence = fields.String(allow_none=True)
+    health = fields.Function(lambda d: HealthOut().dump(d))
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    links = fields.Function(
+        lambda d: {
+            "self": f"/api/v1/datasets/{d.id}",
+            "catalog": "/api/v1/catalog",
+            "records": f"{d.endpoint_url.rstrip('/')}/records",
+            "health": _health_url(d.endpoint_url),
+        }
+    )
+
+
+class PairingIn(Schema):
+    """What a holder's service sends after its customer typed their pairing code."""
+
+    code = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9]{4}-?[A-Za-z0-9]{4}\Z", error="A pairing code: XXXX-XXXX."
+        ),
+    )
+    subject = fields.String(
+        required=True,
+        validate=validate.Length(1, 128),
+        metadata={"description": "Your own identifier for this citizen (never shown to reusers)."},
+    )
+    dataset = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(1, 64),
+        metadata={"description": "One of your datasets (id or slug), if the link is for it only."},
+    )
+
+
+class PairingOut(Schema):
+    """The link made; the holder's identifier is not echoed back."""
+
+    id = fields.UUID()
+    dataset = fields.UUID(attribute="dataset_id", allow_none=True)
+    linked_at = fields.AwareDateTime(attribute="created_at")
+    created = fields.Boolean()

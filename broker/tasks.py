@@ -6,8 +6,9 @@ Importing common.outbox registers the outbox relay task with the worker.
 from __future__ import annotations
 
 from celery import shared_task
+from flask import current_app
 
-from broker.service import credentials, tokens
+from broker.service import credentials, datasets, tokens
 from common import outbox as _outbox  # noqa: F401  (registers common.relay_outbox)
 from common.db import unit_of_work
 
@@ -24,3 +25,18 @@ def purge_replay_cache() -> int:
     """Forget client-assertion and DPoP proof ids that could no longer be replayed anyway."""
     with unit_of_work() as session:
         return credentials.purge_seen(session)
+
+
+@shared_task(name="broker.probe_datasets", acks_late=True, ignore_result=True)
+def probe_datasets() -> int:
+    """GET `{service}/health` of every dataset's service and record up/down on the datasets.
+
+    Three steps, so that no transaction stays open over network I/O: read the targets,
+    probe them (short timeout, concurrently), write the results. Safe to run twice.
+    """
+    with unit_of_work() as session:
+        targets = datasets.probe_targets(session)
+    timeout = float(current_app.config.get("DATASET_PROBE_TIMEOUT", 3.0))
+    results = datasets.probe_all(targets, timeout=timeout)
+    with unit_of_work() as session:
+        return datasets.record_health(session, targets, results)

@@ -1,5 +1,6 @@
-"""The portal shell: the home page, the language switch, what every page's header shows, and
-the charter committee's admin pages (organisations and their OAuth2 clients).
+"""The portal shell: the home page, the language switch, what every page's header shows, the
+public catalogue of datasets, and the charter committee's admin pages (organisations, their
+OAuth2 clients, datasets and the health of their services).
 
 Templates and the stylesheet live in broker/templates and broker/static, which are the app's
 own folders (broker/app.py builds `Flask("broker.app")`, rooted at broker/), so the app itself
@@ -36,19 +37,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from broker.models import AuthMethod, Role
+from broker.models import AuthMethod, Health, Role
 from broker.schemas import (
     ClientForm,
     InitialAccessTokenForm,
     OrganisationEditForm,
     OrganisationForm,
 )
-from broker.service import clients, organisations, scopes
+from broker.service import catalog, clients, datasets, organisations, scopes
 from charter import service as charter_service
 from charter.service import Charter
 from common.auth import citizen_required, current_citizen, safe_next
 from common.db import get_session, unit_of_work
 from common.errors import ConflictError, DomainError, ForbiddenError, InvalidInputError
+from common.tasks import celery_app
 from consent import accounts
 
 log = logging.getLogger(__name__)
@@ -340,3 +342,64 @@ def admin_issue_initial_access_token(organisation_id: uuid.UUID) -> Response:
     return _organisation_page(
         organisation_id, initial_access_token=token, token_expires_at=expires_at
     )
+
+
+# --- the public catalogue, and the committee's view of datasets (issue #5) --------------
+
+
+@bp.record_once
+def _install_holder_directory(state: Any) -> None:
+    # consent's linked-accounts pages list holders without importing broker (the packages'
+    # arrows): the composition side hands them this directory.
+    state.app.extensions.setdefault("consent.holder_directory", datasets.holder_directory)
+
+
+HEALTH_LABELS = {
+    Health.UP: _l("en service"),
+    Health.DOWN: _l("injoignable"),
+    Health.UNKNOWN: _l("pas encore vérifié"),
+}
+
+
+@bp.app_template_global()
+def health_label(health: str) -> str:
+    """The words for an endpoint's last health check."""
+    try:
+        return str(HEALTH_LABELS[Health(health)])
+    except ValueError:
+        return health
+
+
+@bp.get("/catalogue")
+def catalogue() -> str:
+    """Every dataset of the territory: who holds it, what it is, which purposes of the charter
+    may use it, whether its service answers; open data downloadable under its licence."""
+    found = catalog.entries(get_session())
+    return render_template(
+        "catalog/index.html",
+        entries=found,
+        counts=catalog.health_counts(found),
+        charter=current_charter(),
+    )
+
+
+@bp.get("/admin/datasets")
+@committee_required
+def admin_datasets() -> str:
+    found = catalog.entries(get_session())
+    return render_template(
+        "admin/datasets.html", entries=found, counts=catalog.health_counts(found)
+    )
+
+
+@bp.post("/admin/datasets/probe")
+@committee_required
+def admin_probe_datasets() -> Response:
+    # End this request's read transaction first: in eager mode (the embedded default) the
+    # task runs here, on its own connection, and SQLite would make it wait for ours.
+    get_session().close()
+    # Looked up by name: views do not import tasks (shared/STYLE.md §3); apply_async honours
+    # eager mode.
+    celery_app.tasks["broker.probe_datasets"].apply_async()
+    flash(_("La vérification des services est lancée."), "info")
+    return redirect(url_for("portal.admin_datasets"))

@@ -44,6 +44,16 @@ class TooManyRequestsError(DomainError):
         self.retry_after = retry_after
 
 
+class ServiceUnavailableError(DomainError):
+    """A safeguard refuses for now (e.g. the access log lags): try again after `retry_after` s."""
+
+    code = "service-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class InvalidTokenError(UnauthorizedError):
     """RFC 6750 / RFC 9449: no usable access token. `challenge` becomes WWW-Authenticate."""
 

@@ -22,6 +22,7 @@ from common.errors import (
     InvalidInputError,
     InvalidTokenError,
     NotFoundError,
+    ServiceUnavailableError,
     TooManyRequestsError,
     UnauthorizedError,
 )
@@ -35,6 +36,7 @@ STATUS_FOR: dict[type[DomainError], int] = {
     ConflictError: 409,
     InvalidInputError: 422,
     TooManyRequestsError: 429,
+    ServiceUnavailableError: 503,
 }
 PROBLEM_PREFIXES = ("/api/", "/oauth/", "/.well-known/", "/openapi.json")
 PORTAL_PAGES = ("/oauth/authorize",)  # the consent screen is a page the citizen sees
@@ -139,7 +141,7 @@ class ProblemApi(flask_smorest.Api):
 def _on_domain_error(error: DomainError) -> Any:
     status = next((s for cls, s in STATUS_FOR.items() if isinstance(error, cls)), 400)
     headers: dict[str, str] = {}
-    if isinstance(error, TooManyRequestsError):
+    if isinstance(error, TooManyRequestsError | ServiceUnavailableError):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, InvalidTokenError):
         headers["WWW-Authenticate"] = error.challenge

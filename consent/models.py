@@ -1,4 +1,5 @@
-"""Citizens and consents. A consent's current state is a projection of its append-only events."""
+"""Citizens, consents and links to holder accounts. A consent's current state is a projection of
+its append-only events."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from common.db import Base, HasId, str_enum
@@ -131,3 +141,51 @@ class ConsentEvent(HasId, Base):
     notice_hash: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime]
     consent: Mapped[Consent] = relationship(back_populates="events")
+
+
+# --- links to holder accounts (issue #5) -------------------------------------------------
+# `holder_id` and `dataset_id` name broker's organisations and datasets. No foreign key: the
+# schema follows the packages' arrows (consent never depends on broker, shared/DESIGN.md).
+
+
+class PairingCode(HasId, Base):
+    """A one-time code a citizen gives one holder to link their account there.
+
+    Stored only as a keyed HMAC (`code_tag`): 8 characters are too few to survive an offline
+    search of a plain hash. Valid until `expires_at`, once; `ended_reason` says why it ended
+    early ("used", or "replaced" by a newer code for the same holder).
+    """
+
+    __tablename__ = "pairing_code"
+    code_tag: Mapped[str] = mapped_column(String(64), unique=True)
+    subject_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    holder_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str | None] = mapped_column(String(16))
+
+
+class HolderLink(HasId, Base):
+    """A citizen's account at a holder: the holder's own identifier for them.
+
+    The identifier is kept only for asking that holder (sealed with AES-GCM under a key
+    derived from SECRET_KEY); `ref_tag`, a keyed HMAC of holder and identifier, makes it
+    unique per holder without showing it; `ref_last4` is all a page ever shows.
+    """
+
+    __tablename__ = "holder_link"
+    __table_args__ = (UniqueConstraint("holder_id", "ref_tag"),)
+    subject_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    holder_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    dataset_id: Mapped[uuid.UUID | None]
+    ref_tag: Mapped[str] = mapped_column(String(64))
+    ref_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    ref_last4: Mapped[str] = mapped_column(String(4))
+
+
+class PairingFailure(HasId, Base):
+    """A refused pairing attempt by a holder (unknown, used or expired code): the rate limit."""
+
+    __tablename__ = "pairing_failure"
+    holder_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    occurred_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,5 +1,6 @@
-"""The citizen portal: account pages and "my consents". Server-rendered; CSRF on every POST
-(Flask-WTF's CSRFProtect is app-wide); each POST is one unit of work, then flash + redirect."""
+"""The citizen portal: account pages, linked accounts at data holders, and "my consents".
+Server-rendered; CSRF on every POST (Flask-WTF's CSRFProtect is app-wide); each POST is one unit
+of work, then flash + redirect (a pairing code is rendered once instead, never flashed)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from flask import (
     Response,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
     url_for,
 )
 from flask_babel import gettext as _
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields
 from marshmallow.fields import List
 
 from charter import service as charters
@@ -28,10 +30,10 @@ from charter.notice import notice_hash, notice_text
 from common import auth
 from common.auth import CitizenIdentity, citizen_required, current_subject_id
 from common.db import get_session, unit_of_work
-from common.errors import ConflictError, InvalidInputError
+from common.errors import ConflictError, InvalidInputError, TooManyRequestsError
 from common.http import jsonld_response
 from common.portal import select_locale
-from consent import accounts, service
+from consent import accounts, links, service
 from consent.schemas import GiveConsentForm, RenewConsentForm, SignInForm, SignUpForm
 
 accounts_bp = Blueprint("accounts", __name__, template_folder="templates")
@@ -309,3 +311,73 @@ def export() -> Response:
     return jsonld_response(
         service.export_all(get_session(), current_subject_id()), filename="mes-consentements.jsonld"
     )
+
+
+# --- linked accounts at data holders ("Mon compte" → "Comptes liés") --------------------
+
+
+class _HolderChoice(Schema):
+    """The holder a citizen asks a pairing code for (kept beside its only form)."""
+
+    holder = fields.UUID(required=True)
+
+
+def _holders() -> list[links.Holder]:
+    """The holders a citizen may link an account at, from the directory the composition side
+    installs (broker's organisations: consent never imports broker)."""
+    directory = current_app.extensions.get("consent.holder_directory")
+    if directory is None:
+        raise RuntimeError("no holder directory installed (broker/views.py installs it)")
+    found: list[links.Holder] = directory(get_session())
+    return found
+
+
+def _links_page(*, status: int = 200, **extra: Any) -> Response:
+    holders = _holders()
+    context: dict[str, Any] = {"issued": None, "errors": {}, **extra}
+    response = make_response(
+        render_template(
+            "accounts/links.html",
+            links=links.list_links(get_session(), current_subject_id()),
+            holders=holders,
+            holder_names=links.holders_by_id(holders),
+            code_minutes=int(links.CODE_TTL.total_seconds() // 60),
+            **context,
+        ),
+        status,
+    )
+    response.headers["Cache-Control"] = "no-store"  # a pairing code is shown once, never cached
+    return response
+
+
+@accounts_bp.get("/me/links")
+@citizen_required
+def linked_accounts() -> Response:
+    return _links_page()
+
+
+@accounts_bp.post("/me/links/codes")
+@citizen_required
+def pairing_code() -> Response:
+    data, errors = _form(_HolderChoice())
+    holder = links.holders_by_id(_holders()).get(data["holder"]) if not errors else None
+    if holder is None:
+        errors = errors or {"holder": [_("Choisissez un détenteur de la liste.")]}
+        return _links_page(status=422, errors=errors)
+    try:
+        with unit_of_work() as session:
+            issued = links.issue_code(session, subject_id=current_subject_id(), holder=holder)
+    except TooManyRequestsError:
+        flash(_("Vous avez demandé trop de codes. Réessayez dans une heure."), "error")
+        return _links_page(status=429)
+    # Rendered, not flashed: the code must not travel through the session cookie.
+    return _links_page(issued=issued)
+
+
+@accounts_bp.post("/me/links/<uuid:link_id>/unlink")
+@citizen_required
+def unlink(link_id: uuid.UUID) -> Any:
+    with unit_of_work() as session:
+        links.unlink(session, subject_id=current_subject_id(), link_id=link_id)
+    flash(_("Le compte est délié : Tiers a oublié son identifiant."), "success")
+    return redirect(url_for("accounts.linked_accounts"))

@@ -260,7 +260,7 @@ def create_client(
 def get_client(session: Session, client_id: str, *, lock: bool = False) -> OAuthClient:
     """One client by its client_id, or NotFoundError."""
     query = select(OAuthClient).where(OAuthClient.client_id == client_id)
-    client = session.scalar(query.with_for_update() if lock else query)
+    client = session.scalar(query.with_for_update(of=OAuthClient) if lock else query)
     if client is None:
         raise NotFoundError("No such client.")
     return client

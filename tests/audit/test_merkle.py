@@ -1,7 +1,7 @@
 """audit.merkle: RFC 9162 roots and proofs, against published vectors and a second implementation.
 
 The conformance suite is transparency-dev/merkle's `testdata/` (copied in
-`../shared/testdata/merkle/`); the cross-check is a naive implementation of RFC 9162's recursive
+`tests/data/merkle/`, a copy of `../shared/testdata/merkle/`); the cross-check is a naive implementation of RFC 9162's recursive
 definitions written below, which shares no code with `audit.merkle`.
 """
 
@@ -23,7 +23,7 @@ from audit import merkle
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = Path(
-    os.environ.get("TIERS_MERKLE_VECTORS", ROOT.parent / "shared" / "testdata" / "merkle")
+    os.environ.get("TIERS_MERKLE_VECTORS", ROOT / "tests" / "data" / "merkle")
 )
 # The files transparency-dev/merkle ships in testdata/inclusion and testdata/consistency, per
 # folder: a missing or partial copy must fail the suite, not shrink it.

@@ -20,7 +20,7 @@ from common.clock import utcnow
 from tests.conftest import ISSUER, form_csrf
 from tests.datasets.helpers import make_holder, open_body, personal_body, with_datasets_api
 
-SHAPES = Path(__file__).parents[3] / "shared" / "testdata" / "dcat-ap-3.0.0" / "dcat-ap-SHACL.ttl"
+SHAPES = Path(__file__).parents[1] / "data" / "dcat-ap-3.0.0" / "dcat-ap-SHACL.ttl"
 ODRL = rdflib.Namespace("http://www.w3.org/ns/odrl/2/")
 # rdflib 7's own parsers still build a ConjunctiveGraph internally; nothing of ours does.
 pytestmark = pytest.mark.filterwarnings(

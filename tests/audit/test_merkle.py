@@ -22,9 +22,7 @@ import pytest
 from audit import merkle
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = Path(
-    os.environ.get("TIERS_MERKLE_VECTORS", ROOT / "tests" / "data" / "merkle")
-)
+VECTORS = Path(os.environ.get("TIERS_MERKLE_VECTORS", ROOT / "tests" / "data" / "merkle"))
 # The files transparency-dev/merkle ships in testdata/inclusion and testdata/consistency, per
 # folder: a missing or partial copy must fail the suite, not shrink it.
 EXPECTED_VECTORS = {

@@ -284,3 +284,67 @@ def demo_seed(charter_path: str) -> None:
 
     for line in demo.seed(Path(charter_path)):
         click.echo(line)
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The access log: export it, verify an export offline."""
+
+
+@audit_group.command("export")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+@with_appcontext
+def audit_export(output: Path | None) -> None:
+    """Write the whole log as JSON Lines: leaves, Merkle nodes, signed checkpoints."""
+    from audit.export import export
+
+    with unit_of_work() as session:
+        if output is None:
+            for line in export(session):
+                click.echo(line, nl=False)
+        else:
+            with output.open("w", encoding="utf-8") as handle:
+                handle.writelines(export(session))
+    if output is not None:
+        click.echo(f"exported the access log to {output}", err=True)
+
+
+@audit_group.command("verify")
+@click.argument("export_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--log-key", required=True, help="The log's verifier key, or a file holding it.")
+@click.option(
+    "--checkpoint",
+    "saved",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A signed checkpoint saved earlier: the export must extend it.",
+)
+def audit_verify(export_file: Path, log_key: str, saved: Path | None) -> None:
+    """Verify an export offline (no database, no network, no configuration); exit 1 if bad.
+
+    A plain command, without the app context: FlaskGroup builds no app for it.
+    """
+    from audit.notes import NoteError
+    from audit.verify import verify
+
+    key = log_key
+    try:
+        if Path(log_key).is_file():
+            key = Path(log_key).read_text(encoding="utf-8").strip()
+    except OSError:  # not a path at all (a name too long): the key itself
+        pass
+    checkpoint = saved.read_text(encoding="utf-8") if saved is not None else None
+    try:
+        with export_file.open(encoding="utf-8") as lines:
+            report = verify(lines, log_key=key, saved_checkpoint=checkpoint)
+    except NoteError as exc:
+        click.echo(f"--log-key: {exc}", err=True)
+        sys.exit(2)
+    click.echo(report.verdict())
+    sys.exit(0 if report.ok else 1)

@@ -99,4 +99,5 @@ def defaults() -> dict[str, Any]:
         "RECEIPT_KEY_PUBLISH_DAYS": 5 * 365 + 30,  # longer than any consent a charter allows
         "AUDIT_LOG_ORIGIN": None,  # derived from ISSUER (audit.service.log_origin)
         "AUDIT_MAX_SEAL_LAG": timedelta(seconds=60),  # older unsealed leaves: releases get 503
+        "GATEWAY_HOLDER_TIMEOUT": 10.0,  # seconds a holder may take per page: then 503
     }

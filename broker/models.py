@@ -232,3 +232,85 @@ class Dataset(HasId, Base):
     health_checked_at: Mapped[datetime | None]
     health_detail: Mapped[str | None] = mapped_column(String(200))
     holder: Mapped[Organisation] = relationship(lazy="joined")
+
+
+# --- access requests, grants and what the gateway served (issue #5) ---------------------
+
+
+class Decision(enum.StrEnum):
+    """What the policy decision point answers to an access request (policies/access.py)."""
+
+    PERMIT = "permit"
+    DENY = "deny"
+    NEEDS_APPROVAL = "needs_approval"
+
+
+class RequestStatus(enum.StrEnum):
+    """Where a request stands: decided by the charter alone, or by the committee."""
+
+    PENDING = "pending"  # needs_approval: waiting for the committee
+    APPROVED = "approved"  # a grant exists
+    REJECTED = "rejected"  # the committee said no
+    DENIED = "denied"  # the charter said no
+
+
+class AccessRequest(HasId, Base):
+    """A reuser's request for datasets under one charter purpose, with the decision on it.
+
+    `obligations` and `reasons` are what the policy decision point answered, each naming the
+    charter clause behind it; they are kept as decided, even if the charter changes later.
+    """
+
+    __tablename__ = "access_request"
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    client_pk: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("oauth_client.id"))
+    purpose_id: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    dataset_ids: Mapped[list[str]] = mapped_column(JSON)
+    fields: Mapped[dict[str, list[str]]] = mapped_column(JSON)  # dataset id -> fields served
+    justification: Mapped[str] = mapped_column(Text)
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    charter_version: Mapped[str] = mapped_column(String(32))
+    decision: Mapped[Decision] = mapped_column(str_enum(Decision))
+    obligations: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    status: Mapped[RequestStatus] = mapped_column(str_enum(RequestStatus), index=True)
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decision_note: Mapped[str | None] = mapped_column(Text)
+    organisation: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class AccessGrant(HasId, Base):
+    """An approved request: what the gateway serves to one reuser, from when until when.
+
+    `recipient_id` is what consents name for this reuser (its slug for a purpose with named
+    reusers, its category otherwise): only citizens whose consent names it are served.
+    """
+
+    __tablename__ = "access_grant"
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access_request.id"), unique=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    purpose_id: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    recipient_id: Mapped[str] = mapped_column(String(64))
+    dataset_ids: Mapped[list[str]] = mapped_column(JSON)
+    fields: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    obligations: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    starts_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    suspended_at: Mapped[datetime | None]
+    suspended_reason: Mapped[str | None] = mapped_column(Text)
+    organisation: Mapped[Organisation] = relationship(lazy="joined")
+    request: Mapped[AccessRequest] = relationship(lazy="joined")
+
+
+class GrantDelivery(Base):
+    """Which citizens' data a grant has served: whom to tell when one of them withdraws."""
+
+    __tablename__ = "grant_delivery"
+    grant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access_grant.id"), primary_key=True)
+    subject_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, index=True)
+    first_served_at: Mapped[datetime]
+    last_served_at: Mapped[datetime]

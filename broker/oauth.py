@@ -53,7 +53,7 @@ def api_audience() -> str:
     return f"{issuer()}/api"
 
 
-def _issuer() -> tokens.Issuer:
+def token_issuer() -> tokens.Issuer:
     return tokens.Issuer(issuer=issuer(), api_audience=api_audience(), keyring=app_keyring())
 
 
@@ -171,7 +171,7 @@ class CodeGrant(_Grant):
         return tokens.redeem_code(
             get_session(),
             client,
-            _issuer(),
+            token_issuer(),
             code=form.get("code", ""),
             redirect_uri=form.get("redirect_uri"),
             verifier=form.get("code_verifier"),
@@ -186,7 +186,7 @@ class RefreshGrant(_Grant):
         return tokens.refresh(
             get_session(),
             client,
-            _issuer(),
+            token_issuer(),
             refresh_token=form.get("refresh_token", ""),
             dpop_jkt=dpop_jkt,
         )
@@ -200,7 +200,7 @@ class ClientCredentialsGrant(_Grant):
         return tokens.client_credentials(
             get_session(),
             client,
-            _issuer(),
+            token_issuer(),
             scope=form.get("scope"),
             resource=form.get("resource"),
             dpop_jkt=dpop_jkt,

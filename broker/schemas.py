@@ -23,6 +23,7 @@ from marshmallow import (
 )
 
 from broker.models import AuthMethod, DatasetAuth, FieldType, Health, Role
+from broker.service.access import grant_state
 
 SLUG = validate.Regexp(
     r"^[a-z0-9]+(-[a-z0-9]+)*\Z", error="A lowercase kebab-case id (e.g. energy-lab)."
@@ -498,3 +499,91 @@ class PairingOut(Schema):
     dataset = fields.UUID(attribute="dataset_id", allow_none=True)
     linked_at = fields.AwareDateTime(attribute="created_at")
     created = fields.Boolean()
+
+
+# --- access requests and grants (issue #5) ------------------------------------------------
+
+
+class AccessRequestIn(_PathErrors):
+    """A reuser's request: which datasets, under which charter purpose, how, why, how long."""
+
+    purpose = fields.String(required=True, validate=validate.Length(1, 64))
+    mode = fields.String(required=True, validate=validate.OneOf(["individual", "aggregate"]))
+    datasets = fields.List(
+        fields.String(validate=validate.Length(1, 64)),
+        required=True,
+        validate=validate.Length(1, 16),
+        metadata={"description": "Dataset ids from the catalog."},
+    )
+    fields_ = fields.Dict(
+        data_key="fields",
+        attribute="fields",
+        keys=fields.String(validate=validate.Length(1, 64)),
+        values=fields.List(
+            fields.String(validate=validate.Length(1, 64)), validate=validate.Length(1, 100)
+        ),
+        load_default=dict,
+        metadata={
+            "description": "Per dataset id, the fields wanted (default: the non-sensitive ones)."
+        },
+    )
+    justification = fields.String(required=True, validate=validate.Length(10, 5000))
+    period_start = fields.AwareDateTime(load_default=None, allow_none=True)
+    period_end = fields.AwareDateTime(required=True)
+
+
+class AccessRequestOut(Schema):
+    id = fields.UUID()
+    organisation = fields.Function(lambda r: r.organisation.slug)
+    purpose = fields.String(attribute="purpose_id")
+    mode = fields.String()
+    datasets = fields.List(fields.String(), attribute="dataset_ids")
+    fields_ = fields.Dict(data_key="fields", attribute="fields")
+    justification = fields.String()
+    period_start = fields.AwareDateTime()
+    period_end = fields.AwareDateTime()
+    charter_version = fields.String()
+    decision = fields.Function(lambda r: r.decision.value)
+    obligations = fields.List(fields.Dict())
+    reasons = fields.List(fields.Dict())
+    status = fields.Function(lambda r: r.status.value)
+    created_at = fields.AwareDateTime()
+    decided_at = fields.AwareDateTime(allow_none=True)
+    decided_by = fields.String(allow_none=True)
+    decision_note = fields.String(allow_none=True)
+
+
+class GrantOut(Schema):
+    id = fields.UUID()
+    request = fields.UUID(attribute="request_id")
+    purpose = fields.String(attribute="purpose_id")
+    mode = fields.String()
+    datasets = fields.List(fields.String(), attribute="dataset_ids")
+    fields_ = fields.Dict(data_key="fields", attribute="fields")
+    obligations = fields.List(fields.Dict())
+    starts_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime()
+    suspended_at = fields.AwareDateTime(allow_none=True)
+    status = fields.Method("_status")
+    links = fields.Function(lambda g: {"records": f"/api/v1/grants/{g.id}/records"})
+
+    def _status(self, grant: Any) -> str:
+        return grant_state(grant).status
+
+
+class RecordsQuery(Schema):
+    """Optional time window on the datasets' time field, half-open: [since, until)."""
+
+    since = fields.AwareDateTime(load_default=None)
+    until = fields.AwareDateTime(load_default=None)
+
+    @validates_schema
+    def _window(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
+            raise ValidationError("Must be after `since`.", "until")
+
+
+class ReasonIn(Schema):
+    """The committee's decision on a request or a grant, always with its reason."""
+
+    reason = fields.String(required=True, validate=validate.Length(1, 2000))

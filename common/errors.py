@@ -54,6 +54,12 @@ class ServiceUnavailableError(DomainError):
         self.retry_after = retry_after
 
 
+class BadGatewayError(DomainError):
+    """A service Tiers depends on (a holder's endpoint) answered something unusable."""
+
+    code = "bad-gateway"
+
+
 class InvalidTokenError(UnauthorizedError):
     """RFC 6750 / RFC 9449: no usable access token. `challenge` becomes WWW-Authenticate."""
 

@@ -16,6 +16,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from common.errors import (
+    BadGatewayError,
     ConflictError,
     DomainError,
     ForbiddenError,
@@ -37,6 +38,7 @@ STATUS_FOR: dict[type[DomainError], int] = {
     InvalidInputError: 422,
     TooManyRequestsError: 429,
     ServiceUnavailableError: 503,
+    BadGatewayError: 502,
 }
 PROBLEM_PREFIXES = ("/api/", "/oauth/", "/.well-known/", "/openapi.json")
 PORTAL_PAGES = ("/oauth/authorize",)  # the consent screen is a page the citizen sees

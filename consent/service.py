@@ -446,6 +446,53 @@ def find_in_force(
     )
 
 
+def in_force_for(
+    session: Session,
+    *,
+    purpose_id: str,
+    recipient_id: str,
+    mode: Mode,
+    dataset_id: str,
+    data_category: str,
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Citizens whose consent is in force *now* for this purpose, recipient, mode and dataset,
+    each with that consent's id. For the gateway, at the moment of each read: a consent past
+    its expiry or its supersede deadline counts as ended even before the sweep records it.
+
+    A consent that names datasets covers those only; otherwise it covers its data categories.
+    """
+    now = utcnow()
+    rows = session.execute(
+        select(
+            Consent.id,
+            Consent.subject_id,
+            Consent.purpose_id,
+            Consent.datasets,
+            Consent.data_categories,
+            Consent.charter_version,
+            Consent.terms_hash,
+        ).where(
+            Consent.purpose_id == purpose_id,
+            Consent.recipient_id == recipient_id,
+            Consent.mode == mode,
+            Consent.status == ConsentStatus.GIVEN,
+            Consent.expires_at > now,
+        )
+    ).all()
+    deadlines = _supersede_deadlines(session)
+    found: dict[uuid.UUID, uuid.UUID] = {}
+    for consent in rows:
+        covers = (
+            dataset_id in consent.datasets
+            if consent.datasets
+            else data_category in consent.data_categories
+        )
+        deadline = deadlines(consent)  # type: ignore[arg-type] # a row with the same fields
+        if covers and (deadline is None or deadline > now):
+            found[consent.subject_id] = consent.id
+    return found
+
+
 def statuses(session: Session, consent_ids: Iterable[str]) -> dict[str, ConsentStatus]:
     """The status of each consent *now*: one past its expiry counts as expired even before
     the sweep records it, so nothing relies on a consent a moment too long."""

@@ -43,8 +43,9 @@ from broker.schemas import (
     InitialAccessTokenForm,
     OrganisationEditForm,
     OrganisationForm,
+    ReasonIn,
 )
-from broker.service import catalog, clients, datasets, organisations, scopes
+from broker.service import access, catalog, clients, datasets, organisations, scopes
 from charter import service as charter_service
 from charter.service import Charter
 from common.auth import citizen_required, current_citizen, safe_next
@@ -403,3 +404,74 @@ def admin_probe_datasets() -> Response:
     celery_app.tasks["broker.probe_datasets"].apply_async()
     flash(_("La vérification des services est lancée."), "info")
     return redirect(url_for("portal.admin_datasets"))
+
+
+# --- access requests, grants and the public register (issue #5) ----------------------------
+
+
+@bp.get("/registre")
+def public_register() -> str:
+    """Every approved reuse that has not ended: who, why, which data, until when."""
+    return render_template(
+        "register/index.html",
+        entries=access.public_register(get_session()),
+        charter=current_charter(),
+    )
+
+
+def _access_page(
+    status: int = 200, errors: dict[str, dict[str, list[str]]] | None = None
+) -> Response:
+    session = get_session()
+    body = render_template(
+        "admin/access.html",
+        requests=access.all_requests(session),
+        grants=access.all_grants(session),
+        grant_state=access.grant_state,
+        charter=current_charter(),
+        errors=errors or {},
+    )
+    return make_response(body, status)
+
+
+@bp.get("/admin/access")
+@committee_required
+def admin_access() -> Response:
+    return _access_page()
+
+
+_DECISIONS: dict[str, tuple[Callable[..., Any], Any]] = {
+    "approve": (access.approve, _l("La demande est approuvée : l'autorisation est créée.")),
+    "reject": (access.reject, _l("La demande est refusée.")),
+}
+_GRANT_ACTIONS: dict[str, tuple[Callable[..., Any], Any]] = {
+    "suspend": (access.suspend, _l("L'autorisation est suspendue.")),
+    "resume": (access.resume, _l("L'autorisation est rétablie.")),
+}
+
+
+def _decide(action: Callable[..., Any], target: uuid.UUID, done: Any, key: str) -> Response:
+    data, errors = _form(ReasonIn())
+    if errors:
+        return _access_page(422, {key: errors})
+    try:
+        with unit_of_work() as session:
+            action(session, target, actor=g.committee_actor, reason=data["reason"])
+    except (InvalidInputError, ConflictError) as exc:
+        return _access_page(422 if isinstance(exc, InvalidInputError) else 409, {key: _errors(exc)})
+    flash(str(done), "success")
+    return redirect(url_for("portal.admin_access"))
+
+
+@bp.post("/admin/access-requests/<uuid:request_id>/<any(approve, reject):decision>")
+@committee_required
+def admin_decide_request(request_id: uuid.UUID, decision: str) -> Response:
+    action, done = _DECISIONS[decision]
+    return _decide(action, request_id, done, str(request_id))
+
+
+@bp.post("/admin/grants/<uuid:grant_id>/<any(suspend, resume):change>")
+@committee_required
+def admin_change_grant(grant_id: uuid.UUID, change: str) -> Response:
+    action, done = _GRANT_ACTIONS[change]
+    return _decide(action, grant_id, done, str(grant_id))

@@ -1,0 +1,90 @@
+"""HTTP shapes of releases and budgets; services never import this module."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+MEASURES = ("count", "sum", "mean")
+BUCKETS = ("month", "quarter", "year", "all")
+_POSITIVE = validate.Range(min=Decimal(0), min_inclusive=False, error="Must be > 0.")
+_ID = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", error="Use 1 to 64 of A-Z a-z 0-9 . _ -")
+
+
+class ReleaseIn(Schema):
+    """A release spec: a measure over public keys and the privacy loss it may spend."""
+
+    dataset = fields.UUID(required=True)
+    purpose = fields.String(required=True, validate=_ID)
+    measure = fields.String(required=True, validate=validate.OneOf(MEASURES))
+    start = fields.Date(required=True, metadata={"description": "First day of a month."})
+    end = fields.Date(required=True, metadata={"description": "First day of a month, excluded."})
+    bucket = fields.String(load_default="month", validate=validate.OneOf(BUCKETS))
+    partition = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=_ID,
+        metadata={"description": "A partition of the charter's territory, e.g. districts."},
+    )
+    by_category = fields.Boolean(load_default=False)
+    rho = fields.Decimal(
+        load_default=None,
+        allow_none=True,
+        validate=_POSITIVE,
+        metadata={"description": "zCDP budget (discrete Gaussian noise)."},
+    )
+    epsilon = fields.Decimal(
+        load_default=None,
+        allow_none=True,
+        validate=_POSITIVE,
+        metadata={"description": "Pure DP budget (discrete Laplace noise), instead of rho."},
+    )
+    max_cells = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(min=1, max=5000),
+        metadata={"description": "Cells one citizen may add to (default: the time buckets)."},
+    )
+
+    @validates_schema
+    def _one_budget(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if (data.get("rho") is None) == (data.get("epsilon") is None):
+            raise ValidationError("Give rho or epsilon (exactly one).", field_name="rho")
+        for name in ("rho", "epsilon"):
+            value = data.get(name)
+            if value is not None and value > Decimal(100):
+                raise ValidationError("Must be at most 100.", field_name=name)
+
+
+class ReleaseOut(Schema):
+    id = fields.UUID()
+    dataset = fields.UUID(attribute="dataset_id")
+    purpose = fields.String()
+    period = fields.String()
+    mechanism = fields.String()
+    rho = fields.Decimal(as_string=True)
+    epsilon = fields.Float()
+    delta = fields.Float()
+    created_at = fields.DateTime()
+    spec = fields.Dict()
+    result = fields.Dict()
+
+
+class BalanceOut(Schema):
+    kind = fields.String()
+    cap = fields.Decimal(as_string=True)
+    spent = fields.Decimal(as_string=True)
+    remaining = fields.Decimal(as_string=True)
+    epsilon_spent = fields.Float()
+
+
+class BudgetsOut(Schema):
+    period = fields.String()
+    rho_cap_per_release = fields.Decimal(as_string=True)
+    min_cohort = fields.Integer()
+    delta = fields.Float()
+    population = fields.Nested(BalanceOut)
+    reuser = fields.Nested(BalanceOut)

@@ -1,0 +1,130 @@
+"""Arrangements for releases: a dataset profile, staged records with a known truth, and
+tokens of observatories (public_service, so the energy observatory purpose names them)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from anonymize.service import DatasetProfile, Record, stage_records
+
+PURPOSE = "energy-observatory"
+DISTRICTS = tuple(f"D{i:02d}" for i in range(1, 21))  # the demo charter's districts
+MONTHS = (1, 2, 3)
+LOWER, UPPER = Decimal(0), Decimal(400)  # kWh per citizen per cell
+
+
+def make_profile(**overrides: Any) -> DatasetProfile:
+    values: dict[str, Any] = {
+        "dataset_id": uuid.uuid4(),
+        "data_category": "energy.electricity.daily",
+        "measure": "consumption",
+        "unit": "kWh",
+        "scale": 1000,  # Wh
+        "lower": LOWER,
+        "upper": UPPER,
+        "categories": ("electric", "gas", "other"),
+    }
+    return DatasetProfile(**{**values, **overrides})
+
+
+@dataclass
+class Staged:
+    """Staged records and the truth a release should approach (clamped per citizen per cell)."""
+
+    profile: DatasetProfile
+    records: list[Record]
+    # (month label, district) -> set of citizens, and their clamped Wh sums
+    citizens: dict[tuple[str, str], set[uuid.UUID]] = field(default_factory=dict)
+    sums_wh: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def dataset_id(self) -> uuid.UUID:
+        return self.profile.dataset_id
+
+
+def truth(profile: DatasetProfile, records: list[Record]) -> Staged:
+    """Per month and district: who contributed and the sum of their clamped monthly totals."""
+    per: dict[tuple[str, str, uuid.UUID], int] = defaultdict(int)
+    for r in records:
+        assert isinstance(r.time, datetime)
+        per[(f"{r.time.year}-{r.time.month:02d}", r.area, r.subject_id)] += profile.to_fixed(
+            r.value
+        )
+    lo, hi = profile.to_fixed(profile.lower), profile.to_fixed(profile.upper)
+    staged = Staged(profile, records, defaultdict(set), defaultdict(int))
+    for (month, area, subject), wh in per.items():
+        staged.citizens[(month, area)].add(subject)
+        staged.sums_wh[(month, area)] += min(max(wh, lo), hi)
+    return staged
+
+
+def synthetic(
+    citizens: int, *, seed: int = 7, districts: tuple[str, ...] = DISTRICTS
+) -> list[Record]:
+    """Each citizen lives in one district and has 1 to 4 readings a month (values in kWh),
+    a few of them far above the bound so clamping matters."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(citizens):
+        subject = uuid.uuid4()
+        home = rng.choice(districts)
+        for month in MONTHS:
+            for _ in range(rng.randint(1, 4)):
+                day = rng.randint(1, 28)
+                value = round(rng.lognormvariate(4.0, 0.6), 3)
+                if rng.random() < 0.02:
+                    value *= 20
+                records.append(
+                    Record(subject, datetime(2026, month, day, 12, tzinfo=UTC), value, home, "gas")
+                )
+    return records
+
+
+@pytest.fixture
+def stage(session: Session, charter: Any) -> Any:
+    """`stage(records=None, citizens=400)`: stage records of a new dataset, commit, and
+    return the truth."""
+
+    def make(records: list[Record] | None = None, citizens: int = 400, **kw: Any) -> Staged:
+        profile = make_profile(**kw)
+        records = records if records is not None else synthetic(citizens)
+        stage_records(session, profile, PURPOSE, records, retention_days=730)
+        session.commit()
+        return truth(profile, records)
+
+    return make
+
+
+@pytest.fixture
+def observatory(oauth_headers: Any) -> dict[str, str]:
+    return oauth_headers("observatory", "releases:read", category="public_service")
+
+
+@pytest.fixture
+def other_observatory(oauth_headers: Any) -> dict[str, str]:
+    return oauth_headers("observatory", "releases:read", category="public_service")
+
+
+def spec(staged: Staged, **overrides: Any) -> dict[str, Any]:
+    """A release body: mean consumption by district and month over the first quarter."""
+    body = {
+        "dataset": str(staged.dataset_id),
+        "purpose": PURPOSE,
+        "measure": "mean",
+        "start": "2026-01-01",
+        "end": "2026-04-01",
+        "bucket": "month",
+        "partition": "districts",
+        "rho": "0.2",
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}

@@ -72,6 +72,7 @@ demo: install translations
 bench: install services
 	$(BIN)/python bench/consent_writes.py
 	$(BIN)/python bench/introspection.py
+	$(BIN)/python bench/audit_log.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

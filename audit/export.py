@@ -7,7 +7,7 @@ Streamed with `yield_per`: memory stays constant whatever the log's size.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 from collections.abc import Iterator
 from typing import cast
@@ -30,7 +30,7 @@ def _line(document: dict[str, object]) -> str:
 
 
 def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
+    return binascii.b2a_base64(value, newline=False).decode("ascii")  # base64.b64encode
 
 
 def export(session: Session) -> Iterator[str]:
@@ -42,15 +42,20 @@ def export(session: Session) -> Iterator[str]:
         .order_by(_ENTRY.c.seq)
         .execution_options(yield_per=BATCH)
     )
+    # Leaf and node lines are written directly: an int and base64 text need no JSON escaping,
+    # so each is byte for byte what _line would write, at half the cost on a large log.
     for seq, leaf in leaves:
-        yield _line({"type": "leaf", "index": seq, "leaf": _b64(bytes(leaf))})
+        yield f'{{"type":"leaf","index":{int(seq)},"leaf":"{_b64(bytes(leaf))}"}}\n'
     nodes = session.execute(
         select(_NODE.c.level, _NODE.c.idx, _NODE.c.hash)
         .order_by(_NODE.c.level, _NODE.c.idx)
         .execution_options(yield_per=BATCH)
     )
     for level, index, value in nodes:
-        yield _line({"type": "node", "level": level, "index": index, "hash": _b64(bytes(value))})
+        yield (
+            f'{{"type":"node","level":{int(level)},"index":{int(index)},'
+            f'"hash":"{_b64(bytes(value))}"}}\n'
+        )
     checkpoints = session.execute(
         select(_CHECKPOINT.c.note)
         .where(_CHECKPOINT.c.note.is_not(None))

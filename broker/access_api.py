@@ -15,14 +15,23 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from audit import service as audit
-from broker.models import AccessGrant, AccessRequest
+from broker.models import AccessGrant, AccessRequest, Notice, NoticeStatus
 from broker.oauth import token_issuer
-from broker.schemas import AccessRequestIn, AccessRequestOut, GrantOut, ReasonIn, RecordsQuery
-from broker.service import access, gateway
+from broker.schemas import (
+    AccessRequestIn,
+    AccessRequestOut,
+    GrantOut,
+    NoticeOut,
+    NoticeQuery,
+    ReasonIn,
+    RecordsQuery,
+)
+from broker.service import access, gateway, notices
 from common.auth import current_token, require_oauth
 from common.db import get_session, unit_of_work
 from common.errors import DomainError, ForbiddenError
 from common.settings import setting
+from common.tasks import celery_app
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +202,42 @@ def suspend(data: dict[str, Any], grant_id: uuid.UUID) -> AccessGrant:
 def resume(data: dict[str, Any], grant_id: uuid.UUID) -> AccessGrant:
     with unit_of_work() as session:
         return access.resume(session, grant_id, actor=_caller()[1], reason=data["reason"])
+
+
+# --- withdrawal notices ----------------------------------------------------------------------
+
+
+@blp.get("/notices")
+@require_oauth("access:request")
+@blp.response(200, NoticeOut(many=True))
+def list_notices() -> list[Notice]:
+    """The withdrawal notices owed to the caller's organisation, newest first."""
+    return notices.own(get_session(), _caller()[0])
+
+
+@blp.post("/notices/<uuid:notice_id>/deletion")
+@require_oauth("access:request")
+@blp.response(200, NoticeOut)
+def confirm_deletion(notice_id: uuid.UUID) -> Notice:
+    """The reuser erased the citizen's data it had received: the citizen sees it."""
+    with unit_of_work() as session:
+        return notices.confirm_deletion(session, _caller()[0], notice_id)
+
+
+@blp.get("/admin/notices")
+@require_oauth("admin")
+@blp.arguments(NoticeQuery, location="query", unknown=RAISE)
+@blp.response(200, NoticeOut(many=True))
+def committee_notices(query: dict[str, Any]) -> list[Notice]:
+    status = NoticeStatus(query["status"]) if query.get("status") else None
+    return notices.all_notices(get_session(), status)
+
+
+@blp.post("/admin/notices/<uuid:notice_id>/retry")
+@require_oauth("admin")
+@blp.response(200, NoticeOut)
+def retry_notice(notice_id: uuid.UUID) -> Notice:
+    with unit_of_work() as session:
+        notice = notices.retry(session, notice_id, actor=_caller()[1])
+    celery_app.tasks["broker.deliver_notice"].apply_async(args=[str(notice_id)])
+    return notice

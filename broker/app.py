@@ -31,8 +31,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     from audit import api as audit_api
     from audit import tasks as _audit_tasks  # noqa: F401  (registers audit.integrate, its kick)
+    from broker import access_api, oauth
     from broker import api as broker_api
-    from broker import oauth
     from broker import tasks as _broker_tasks  # noqa: F401  (registers Celery tasks)
     from broker import views as broker_views
     from charter import api as charter_api
@@ -46,16 +46,27 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     auth.set_token_validator(app, oauth.validate_access)
     oauth.init_app(app, csrf)
     csrf.exempt(broker_api.register_blp)  # RFC 7591: a bearer initial access token, no cookie
-    blueprints = (broker_api.blp, broker_api.register_blp, broker_api.datasets_blp)
+    blueprints = (broker_api.blp, broker_api.register_blp, broker_api.datasets_blp, access_api.blp)
     for blueprint in (*blueprints, charter_api.blp, consent_api.blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(audit_api.blp)
+    from anonymize import api as anonymize_api  # DP releases and budgets (issue #6)
+    from anonymize import views as anonymize_views
+
+    api.register_blueprint(anonymize_api.blp)
+    app.register_blueprint(anonymize_views.bp)
     for bp in (broker_views.bp, charter_views.bp, consent_views.bp, consent_views.accounts_bp):
         app.register_blueprint(bp)
+    from audit import views as audit_views  # auditors' pages, "who accessed my data" (#4)
+    from broker.audit_directory import AuditDirectory
+
+    app.register_blueprint(audit_views.bp)
+    app.extensions["audit.directory"] = AuditDirectory()  # names audit may not import
     # Lower packages make upper ones act through data, never imports (shared/STYLE.md §3).
     outbox.subscribe(app, "charter.published", "consent.sweep")
     for ended in ("consent.withdrawn", "consent.expired", "consent.superseded"):
         outbox.subscribe(app, ended, "broker.revoke_for_consent")
+    outbox.subscribe(app, "consent.withdrawn", "broker.notify_withdrawal")
     return app
 
 

@@ -51,6 +51,7 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
             # Seals the access log; data releases fail closed past AUDIT_MAX_SEAL_LAG.
             "integrate-audit-log": {"task": "audit.integrate", "schedule": 2.0},
             "probe-datasets": {"task": "broker.probe_datasets", "schedule": 300.0},
+            "retry-notices": {"task": "broker.retry_notices", "schedule": 5.0},
         },
     }
 
@@ -100,4 +101,6 @@ def defaults() -> dict[str, Any]:
         "AUDIT_LOG_ORIGIN": None,  # derived from ISSUER (audit.service.log_origin)
         "AUDIT_MAX_SEAL_LAG": timedelta(seconds=60),  # older unsealed leaves: releases get 503
         "GATEWAY_HOLDER_TIMEOUT": 10.0,  # seconds a holder may take per page: then 503
+        "NOTICE_TIMEOUT": 5.0,  # seconds a recipient's webhook may take to acknowledge
+        "NOTICE_MAX_ATTEMPTS": 8,  # then the notice is dead: the committee's dead-letter list
     }

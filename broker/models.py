@@ -46,6 +46,8 @@ class Organisation(HasId, Base):
     # RFC 8707: a holder's own API, which tokens may name as their audience.
     resource_uri: Mapped[str | None] = mapped_column(String(500), unique=True)
     suspended_at: Mapped[datetime | None]
+    # Where Tiers POSTs signed notices (withdrawals) for this organisation; none: no notices.
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
     clients: Mapped[list[OAuthClient]] = relationship(back_populates="organisation")
 
 
@@ -314,3 +316,35 @@ class GrantDelivery(Base):
     subject_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, index=True)
     first_served_at: Mapped[datetime]
     last_served_at: Mapped[datetime]
+
+
+class NoticeStatus(enum.StrEnum):
+    PENDING = "pending"  # not yet acknowledged; retried with backoff
+    DELIVERED = "delivered"  # the recipient answered 2xx
+    DEAD = "dead"  # gave up after NOTICE_MAX_ATTEMPTS: the committee's dead-letter list
+
+
+class Notice(HasId, Base):
+    """A signed notice owed to one organisation about one citizen's consent (a withdrawal).
+
+    One row per (consent, organisation, kind): planning it twice changes nothing. Its id is
+    the Idempotency-Key of every delivery attempt. The citizen's identifier for the recipient
+    (the holder's own, or the reuser's pseudonym) is computed at each attempt, never stored.
+    """
+
+    __tablename__ = "notice"
+    __table_args__ = (UniqueConstraint("consent_id", "organisation_id", "kind"),)
+    consent_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    subject_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # consent.withdrawn
+    purpose_id: Mapped[str] = mapped_column(String(64))
+    recipient_role: Mapped[str] = mapped_column(String(16))  # holder | reuser
+    status: Mapped[NoticeStatus] = mapped_column(str_enum(NoticeStatus), index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    last_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    delivered_at: Mapped[datetime | None]
+    deletion_confirmed_at: Mapped[datetime | None]
+    organisation: Mapped[Organisation] = relationship(lazy="joined")

@@ -587,3 +587,27 @@ class ReasonIn(Schema):
     """The committee's decision on a request or a grant, always with its reason."""
 
     reason = fields.String(required=True, validate=validate.Length(1, 2000))
+
+
+class NoticeOut(Schema):
+    """A notice owed to an organisation, with its delivery state."""
+
+    id = fields.UUID()
+    kind = fields.String()
+    consent = fields.UUID(attribute="consent_id")
+    purpose = fields.String(attribute="purpose_id")
+    organisation = fields.Function(lambda n: n.organisation.slug)
+    status = fields.Function(lambda n: n.status.value)
+    attempts = fields.Integer()
+    next_attempt_at = fields.AwareDateTime()
+    last_attempt_at = fields.AwareDateTime(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    delivered_at = fields.AwareDateTime(allow_none=True)
+    deletion_confirmed_at = fields.AwareDateTime(allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class NoticeQuery(Schema):
+    status = fields.String(
+        load_default=None, validate=validate.OneOf(["pending", "delivered", "dead"])
+    )

@@ -67,6 +67,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     for ended in ("consent.withdrawn", "consent.expired", "consent.superseded"):
         outbox.subscribe(app, ended, "broker.revoke_for_consent")
     outbox.subscribe(app, "consent.withdrawn", "broker.notify_withdrawal")
+    from broker.service import notices
+
+    app.extensions["consent.withdrawal_notices"] = notices.for_consent  # the citizen's view
     return app
 
 

@@ -39,6 +39,7 @@ class OrganisationIn(Schema):
     role = fields.Enum(Role, by_value=True, required=True)
     reuser_category = fields.String(load_default=None, allow_none=True, validate=CATEGORY)
     resource_uri = fields.String(load_default=None, allow_none=True, validate=URI)
+    webhook_url = fields.String(load_default=None, allow_none=True, validate=URI)
 
 
 class OrganisationUpdate(Schema):
@@ -47,6 +48,7 @@ class OrganisationUpdate(Schema):
     name = fields.String(validate=NAME)
     reuser_category = fields.String(allow_none=True, validate=CATEGORY)
     resource_uri = fields.String(allow_none=True, validate=URI)
+    webhook_url = fields.String(allow_none=True, validate=URI)
     suspended = fields.Boolean()
 
     @validates_schema
@@ -62,6 +64,7 @@ class OrganisationOut(Schema):
     role = fields.Enum(Role, by_value=True)
     reuser_category = fields.String(allow_none=True)
     resource_uri = fields.String(allow_none=True)
+    webhook_url = fields.String(allow_none=True)
     suspended = fields.Function(lambda o: o.suspended_at is not None)
     suspended_at = fields.AwareDateTime(allow_none=True)
     created_at = fields.AwareDateTime()

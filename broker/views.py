@@ -45,7 +45,7 @@ from broker.schemas import (
     OrganisationForm,
     ReasonIn,
 )
-from broker.service import access, catalog, clients, datasets, organisations, scopes
+from broker.service import access, catalog, clients, datasets, notices, organisations, scopes
 from charter import service as charter_service
 from charter.service import Charter
 from common.auth import citizen_required, current_citizen, safe_next
@@ -475,3 +475,27 @@ def admin_decide_request(request_id: uuid.UUID, decision: str) -> Response:
 def admin_change_grant(grant_id: uuid.UUID, change: str) -> Response:
     action, done = _GRANT_ACTIONS[change]
     return _decide(action, grant_id, done, str(grant_id))
+
+
+@bp.get("/admin/notices")
+@committee_required
+def admin_notices() -> str:
+    """Every withdrawal notice with its delivery attempts; dead letters first to act on."""
+    found = notices.all_notices(get_session())
+    dead = [n for n in found if n.status.value == "dead"]
+    return render_template("admin/notices.html", notices=found, dead=dead)
+
+
+@bp.post("/admin/notices/<uuid:notice_id>/retry")
+@committee_required
+def admin_retry_notice(notice_id: uuid.UUID) -> Response:
+    try:
+        with unit_of_work() as session:
+            notices.retry(session, notice_id, actor=g.committee_actor)
+    except ConflictError as exc:
+        flash(exc.detail, "error")
+        return redirect(url_for("portal.admin_notices"))
+    get_session().close()  # eager mode delivers here, on its own connection
+    celery_app.tasks["broker.deliver_notice"].apply_async(args=[str(notice_id)])
+    flash(_("L'avis est renvoyé."), "success")
+    return redirect(url_for("portal.admin_notices"))

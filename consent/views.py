@@ -240,9 +240,13 @@ def detail(consent_id: uuid.UUID) -> str:
     session = get_session()
     consent = service.get_for_subject(session, current_subject_id(), consent_id)
     charter = charters.current_or_none(session)
+    # Who was told of a withdrawal, and who confirmed erasure: broker's notices, through the
+    # hook broker/app.py installs (consent imports nothing of broker).
+    notices = current_app.extensions.get("consent.withdrawal_notices")
     return render_template(
         "consent/detail.html",
         consent=consent,
+        recipients=notices(session, consent.subject_id, consent.id) if notices else [],
         purpose=charter.doc.purpose(consent.purpose_id) if charter else None,
         renewal=service.renewal_terms(consent, charter, select_locale()),
         dpv_status=service.dpv_status(consent),

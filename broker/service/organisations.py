@@ -149,6 +149,12 @@ def _check_resource_uri(
         errors["resource_uri"] = ["Another organisation already serves this resource URI."]
 
 
+def _check_webhook(url: str | None, errors: dict[str, list[str]]) -> None:
+    """Where signed notices go: https, or http on the loopback only (the demo, tests)."""
+    if url is not None and (problem := url_problem(url, what="webhook URL", query=True)):
+        errors["webhook_url"] = [problem]
+
+
 def _flush_unique(session: Session, detail: str) -> None:
     """Flush now: unique indexes decide races the checks above could not see."""
     try:
@@ -165,6 +171,7 @@ def create_organisation(
     role: Role | str,
     reuser_category: str | None = None,
     resource_uri: str | None = None,
+    webhook_url: str | None = None,
     actor: str,
 ) -> Organisation:
     """Register a party of the territory.
@@ -179,6 +186,7 @@ def create_organisation(
     if kind is not None:
         _check_category(session, kind, reuser_category, slug, errors)
     _check_resource_uri(session, resource_uri, errors, own=None)
+    _check_webhook(webhook_url, errors)
     if errors:
         raise InvalidInputError("The organisation is not valid.", fields=errors)
     assert kind is not None  # noqa: S101 (checked above; for the type checker)
@@ -194,6 +202,7 @@ def create_organisation(
         role=kind,
         reuser_category=reuser_category,
         resource_uri=resource_uri,
+        webhook_url=webhook_url,
         suspended_at=None,
     )
     session.add(organisation)
@@ -241,6 +250,7 @@ def update_organisation(
     name: str | _Unset = UNSET,
     reuser_category: str | _Unset | None = UNSET,
     resource_uri: str | _Unset | None = UNSET,
+    webhook_url: str | _Unset | None = UNSET,
     suspended: bool | None = None,
 ) -> Organisation:
     """Change what the committee may change; the role never changes (its clients' scopes
@@ -264,6 +274,10 @@ def update_organisation(
         _check_resource_uri(session, resource_uri, errors, own=organisation.id)
         if resource_uri != organisation.resource_uri:
             changed["resource_uri"] = resource_uri
+    if webhook_url is not UNSET:
+        _check_webhook(webhook_url, errors)
+        if webhook_url != organisation.webhook_url:
+            changed["webhook_url"] = webhook_url
     if errors:
         raise InvalidInputError("The changes are not valid.", fields=errors)
     for key, value in changed.items():

@@ -347,3 +347,29 @@ def test_nothing_answers_500_to_bad_input(client, admin_headers, payload):
         assert response.status_code < 500, (path, response.get_json())
         if response.status_code >= 400:
             assert response.mimetype == "application/problem+json"
+
+
+def test_an_organisation_registers_where_its_notices_go(client, session, admin_headers):
+    before = snapshot(session)
+    for bad in ("http://notices.example.org/hook", "ftp://127.0.0.1/x", "not a url", ""):
+        body = problem(
+            client.post(
+                "/api/v1/organisations", json={**ORG, "webhook_url": bad}, headers=admin_headers
+            ),
+            422,
+        )
+        assert "webhook_url" in body["errors"], bad
+    assert snapshot(session) == before
+    created = create_org(client, admin_headers, webhook_url="http://127.0.0.1:5001/webhooks/tiers")
+    assert created["webhook_url"] == "http://127.0.0.1:5001/webhooks/tiers"
+    url = f"/api/v1/organisations/{created['id']}"
+    moved = client.patch(
+        url, json={"webhook_url": "https://ecowatt.example/tiers"}, headers=admin_headers
+    )
+    assert moved.get_json()["webhook_url"] == "https://ecowatt.example/tiers"
+    refused = client.patch(
+        url, json={"webhook_url": "http://ecowatt.example/tiers"}, headers=admin_headers
+    )
+    assert "webhook_url" in problem(refused, 422)["errors"]
+    cleared = client.patch(url, json={"webhook_url": None}, headers=admin_headers)
+    assert cleared.get_json()["webhook_url"] is None

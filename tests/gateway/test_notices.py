@@ -208,3 +208,68 @@ def test_the_reuser_confirms_deletion_of_its_own_notices_only(
     assert (
         client.post(f"/api/v1/notices/{uuid.uuid4()}/deletion", headers=reuser).status_code == 404
     )
+
+
+def test_the_citizen_sees_who_was_told_and_who_confirmed_erasure(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    served_citizen: tuple[Citizen, str],
+    reuser: dict[str, str],
+) -> None:
+    from consent.accounts import SessionPolicy, start_session
+    from consent.models import Citizen as Account
+
+    citizen, _ = served_citizen
+    _withdraw(session, citizen)
+    (mine,) = client.get("/api/v1/notices", headers=reuser).get_json()
+    client.post(f"/api/v1/notices/{mine['id']}/deletion", headers=reuser)
+    account = session.scalars(select(Account).where(Account.subject_id == citizen.subject_id)).one()
+    token = start_session(
+        session,
+        account,
+        policy=SessionPolicy(app.config["CITIZEN_SESSION_IDLE"], app.config["CITIZEN_SESSION_MAX"]),
+    )
+    session.commit()
+    browser = app.test_client()
+    with browser.session_transaction() as cookie:
+        cookie["sid"] = token
+    page = browser.get(f"/me/consents/{citizen.consent_id}", headers={"Accept-Language": "fr"})
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert html.count('data-testid="recipient-row"') == 2
+    assert "remis le" in html
+    assert "confirmé le" in html
+    # Another citizen sees neither this consent nor its recipients.
+    from tests.conftest import sign_in
+
+    stranger = sign_in(app, session)
+    assert stranger.client.get(f"/me/consents/{citizen.consent_id}").status_code == 404
+
+
+def test_the_committee_sees_dead_letters_and_sends_them_again(
+    app: Flask, session: Session, receiver: Receiver, served_citizen: tuple[Citizen, str]
+) -> None:
+    from broker.service import organisations
+    from tests.conftest import form_csrf, sign_in
+
+    citizen, _ = served_citizen
+    receiver.status = 503
+    app.config["NOTICE_MAX_ATTEMPTS"] = 1
+    _withdraw(session, citizen)
+    member = sign_in(app, session)
+    organisations.add_committee_member(session, member.email, actor="test")
+    session.commit()
+    page = member.client.get("/admin/notices").get_data(as_text=True)
+    assert page.count('data-testid="retry-notice"') == 1
+    assert "answered 503" in page
+    receiver.status = 201
+    notice = session.scalars(select(Notice).where(Notice.status == NoticeStatus.DEAD)).one()
+    url = f"/admin/notices/{notice.id}/retry"
+    assert member.client.post(url).status_code in (400, 403)  # no CSRF token
+    done = member.client.post(url, data={"csrf_token": form_csrf(page)})
+    assert done.status_code == 302
+    session.expire_all()
+    assert notice.status is NoticeStatus.DELIVERED
+    outsider = sign_in(app, session)
+    assert outsider.client.get("/admin/notices").status_code == 403

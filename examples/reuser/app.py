@@ -37,10 +37,23 @@ import jwt
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from flask import Flask, abort, current_app, flash, redirect, render_template, request, session
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+)
 from flask import url_for as flask_url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
+
+from examples.holders.app import NoticeStore
+from examples.holders.tokens import TiersKeys, TokenError, verify_notice
 
 DATA_ACCESS = "https://tiers-territorial.fr/oauth/data-access"  # Tiers' authorization_details
 PURPOSE = "energy-coaching"  # examples/charter.yaml names ecowatt-conseil for it
@@ -520,10 +533,13 @@ def create_app(tiers_url: str | None = None, credentials_path: Path | None = Non
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",  # the callback is a top-level GET: the cookie comes
     )
-    app.extensions["ecowatt"] = Reuser(
+    reuser = Reuser(
         tiers_url or os.environ.get("TIERS_URL") or DEFAULT_TIERS_URL,
         credentials_path or default_credentials_path(),
     )
+    app.extensions["ecowatt"] = reuser
+    # Withdrawal notices from Tiers: verified against Tiers' JWKS, recorded once per key.
+    app.extensions["ecowatt.notices"] = (TiersKeys(reuser.tiers_url), NoticeStore())
     app.jinja_env.globals["csrf_token"] = _csrf_token
     app.jinja_env.filters["status"] = lambda value: STATUSES.get(str(value), str(value))
     app.jinja_env.filters["mode"] = lambda value: MODES.get(str(value), str(value))
@@ -550,8 +566,9 @@ def _csrf_token() -> str:
 
 
 def _check_csrf() -> None:
-    """Every POST carries the session's token: another site cannot sign a visitor in or out."""
-    if request.method != "POST":
+    """Every POST carries the session's token: another site cannot sign a visitor in or out.
+    Tiers' notices are not forms: their JWS signature is their proof of origin."""
+    if request.method != "POST" or request.path == "/webhooks/tiers":
         return
     expected = session.get("csrf")
     sent = request.form.get("csrf_token", "")
@@ -579,6 +596,29 @@ def _register_errors(app: Flask) -> None:
 
 
 def _register_routes(app: Flask) -> None:
+    @app.post("/webhooks/tiers")
+    def notice() -> tuple[Response, int]:
+        """A citizen withdrew: record the notice (the same key may come twice), then erase
+        what was received about that pseudonym. The demo keeps nothing, so erasing is a log
+        line; a real reuser then confirms through POST /api/v1/notices/<jti>/deletion."""
+        keys, store = current_app.extensions["ecowatt.notices"]
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if request.mimetype != "application/jose" or not key or len(key) > 200:
+            return jsonify(error="a compact JWS (application/jose) with an Idempotency-Key"), 400
+        issuer = _reuser().tiers_url.rstrip("/")
+        try:
+            claims = verify_notice(request.get_data(as_text=True).strip(), keys, issuer=issuer)
+        except TokenError as exc:
+            return jsonify(error=f"notice refused: {exc}"), 400
+        first, _entry = store.record(key, claims)
+        if first:
+            log.info("withdrawal notice for %s: erasing its data", claims.get("subject"))
+        return jsonify(recorded=True, duplicate=not first), 201 if first else 200
+
+    @app.get("/webhooks/received")
+    def notices_received() -> Response:
+        return jsonify(notices=current_app.extensions["ecowatt.notices"][1].all())
+
     @app.get("/")
     def home() -> str:
         visit = _reuser().visit(session.get("visit"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import audit.models  # noqa: F401  (each import registers its tables)
+import anonymize.models  # noqa: F401  (each import registers its tables)
+import audit.models  # noqa: F401
 import broker.models  # noqa: F401
 import charter.models  # noqa: F401
 import common.outbox  # noqa: F401

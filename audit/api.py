@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 
 from audit import service
 from audit.schemas import (
@@ -20,6 +21,7 @@ from audit.schemas import (
     InclusionProofOut,
     InclusionQuery,
 )
+from audit.service import browse
 from common.auth import public, require_oauth
 from common.db import get_session
 from common.errors import InvalidInputError, NotFoundError
@@ -100,14 +102,18 @@ def get_consistency(query: dict[str, Any]) -> dict[str, Any]:
 
 @blp.get("/entries")
 @require_oauth("audit:read")
-@blp.arguments(EntriesQuery, location="query")
+@blp.arguments(EntriesQuery, location="query", unknown=RAISE)  # a mistyped filter is refused
 @blp.response(200, EntriesOut)
 def list_entries(query: dict[str, Any]) -> dict[str, Any]:
-    size, found = service.sealed_leaves(get_session(), start=query["start"], limit=query["limit"])
-    after = query["start"] + len(found)
+    session = get_session()
+    start, limit = query.pop("start"), query.pop("limit")
+    directory = current_app.extensions.get("audit.directory")
+    with _query_fields():
+        filters = browse.parse_filters(session, query, directory)
+    size, found, after = browse.sealed_entries(session, filters, start=start, limit=limit)
     return {
         "size": size,
-        "start": query["start"],
-        "next": after if found and after < size else None,
+        "start": start,
+        "next": after,
         "entries": [{"index": leaf.index, "leaf": _b64(leaf.leaf)} for leaf in found],
     }

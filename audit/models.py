@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from common.db import Base
+from common.db import Base, HasId
 
 # SQLite only auto-numbers an INTEGER PRIMARY KEY (the rowid); PostgreSQL gets a bigint identity.
 _POSITION = BigInteger().with_variant(Integer(), "sqlite")
@@ -125,3 +125,17 @@ class AuditCheckpoint(Base):
             sqlite_where=text("note IS NULL"),
         ),
     )
+
+
+class AuditorAccount(HasId, Base):
+    """A portal account that may read the whole log on the auditor pages (`tiers auditor add`).
+
+    `citizen_id` and `organisation` name rows of other packages by value, without foreign
+    keys: audit depends on nothing of ours (shared/DESIGN.md). `organisation` is the slug of
+    the auditing body, when there is one.
+    """
+
+    __tablename__ = "auditor_account"
+    citizen_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    organisation: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")

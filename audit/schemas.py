@@ -20,8 +20,21 @@ class ConsistencyQuery(Schema):
 
 
 class EntriesQuery(Schema):
+    """Paging by log index, and filters (all optional; checked by audit.service.browse):
+    `since`/`until` (ISO 8601 date or date-time, UTC if naive; a date `until` is inclusive),
+    `actor`, `organisation` (slug), `event` (a name or a `package:subject` prefix), `dataset`,
+    `purpose`, `subject` (a subject tag). Any other parameter is refused."""
+
     start = fields.Integer(load_default=0, validate=validate.Range(0, _MAX_INDEX))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    since = fields.String(validate=validate.Length(max=40))
+    until = fields.String(validate=validate.Length(max=40))
+    actor = fields.String(validate=validate.Length(max=128))
+    organisation = fields.String(validate=validate.Length(max=64))
+    event = fields.String(validate=validate.Length(max=64))
+    dataset = fields.String(validate=validate.Length(max=64))
+    purpose = fields.String(validate=validate.Length(max=64))
+    subject = fields.String(validate=validate.Length(max=64))
 
 
 class InclusionProofOut(Schema):

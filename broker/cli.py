@@ -348,3 +348,43 @@ def audit_verify(export_file: Path, log_key: str, saved: Path | None) -> None:
         sys.exit(2)
     click.echo(report.verdict())
     sys.exit(0 if report.ok else 1)
+
+
+@main.group()
+def auditor() -> None:
+    """Auditors' portal accounts (they use the auditor pages of the access log)."""
+
+
+@auditor.command("add")
+@click.argument("email")
+@click.option("--organisation", default=None, help="Slug of the auditing organisation.")
+@with_appcontext
+def auditor_add(email: str, organisation: str | None) -> None:
+    """Let the portal account with this e-mail read the access log (it signs up first)."""
+    from sqlalchemy import select
+
+    from audit.service import browse
+    from common.errors import NotFoundError
+    from consent.accounts import normalize_email
+    from consent.models import Citizen
+
+    try:
+        with unit_of_work() as session:
+            found = session.scalar(select(Citizen).where(Citizen.email == normalize_email(email)))
+            if found is None:
+                raise NotFoundError(
+                    "No portal account has this address: the person signs up first.",
+                    fields={"email": ["No account with this address."]},
+                )
+            if organisation is not None:
+                organisations.get_organisation_by_slug(session, organisation)
+            browse.add_auditor(
+                session,
+                citizen_id=found.id,
+                subject_id=found.subject_id,
+                organisation=organisation,
+                actor="cli",
+            )
+    except DomainError as exc:
+        _fail(email, exc)
+    click.echo(f"{email} is an auditor of the access log")

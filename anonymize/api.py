@@ -11,7 +11,7 @@ import io
 import uuid
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 from flask_smorest import Blueprint
 
 from anonymize import charts, service
@@ -27,6 +27,8 @@ blp = Blueprint(
     description="Differentially private statistics and the privacy budget they spend",
 )
 ASKING_ROLES = ("observatory", "city_service")
+# The app puts here who holds an aggregate grant (service.ReleaseGrants); none: no release.
+GRANTS_EXTENSION = "anonymize.release_grants"
 
 
 def _requester() -> service.Requester:
@@ -48,8 +50,9 @@ def _requester() -> service.Requester:
 def create_release(data: dict[str, Any]) -> Any:
     requester = _requester()
     spec = service.ReleaseSpec(dataset_id=data.pop("dataset"), **data)
+    grants = current_app.extensions.get(GRANTS_EXTENSION, service.no_grants)
     with unit_of_work() as session:
-        made, new = service.release(session, spec, requester)
+        made, new = service.release(session, spec, requester, grants=grants)
     return made, 201 if new else 200
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -32,7 +32,15 @@ from anonymize.ledger import (
     period_of,
 )
 from anonymize.models import BudgetCharge, DpDataset, Release
-from anonymize.staging import DatasetProfile, Record, drop_subject, purge_expired, stage_records
+from anonymize.staging import (
+    DatasetProfile,
+    Record,
+    drop_subject,
+    drop_subjects,
+    purge_expired,
+    stage_records,
+    staged_subjects,
+)
 from audit import service as audit
 from charter import service as charters
 from charter.service import Charter
@@ -45,17 +53,20 @@ __all__ = [
     "DatasetProfile",
     "Record",
     "Release",
+    "ReleaseGrants",
     "ReleaseSpec",
     "Requester",
     "budgets",
     "csv_rows",
     "drop_subject",
+    "drop_subjects",
     "get_release",
     "list_releases",
     "public_ledger",
     "purge_expired",
     "release",
     "stage_records",
+    "staged_subjects",
 ]
 
 MEASURES = ("count", "sum", "mean")
@@ -110,6 +121,38 @@ class Requester:
     organisation_id: uuid.UUID
     client_id: str
     recipients: tuple[str, ...]  # its slug and reuser category, as consents name them
+
+
+class ReleaseGrants(Protocol):
+    """Whether an organisation holds an active aggregate-mode grant covering this purpose and
+    dataset. Grants are the broker's; the app wires its answer in (anonymize imports no
+    broker), and an app that wires none refuses every release."""
+
+    def __call__(
+        self, session: Session, *, organisation_id: uuid.UUID, purpose: str, dataset_id: uuid.UUID
+    ) -> bool: ...
+
+
+def no_grants(
+    session: Session, *, organisation_id: uuid.UUID, purpose: str, dataset_id: uuid.UUID
+) -> bool:
+    """The fail-closed default: without the broker's grants, no release."""
+    return False
+
+
+def _require_grant(
+    session: Session, spec: ReleaseSpec, requester: Requester, grants: ReleaseGrants
+) -> None:
+    if not grants(
+        session,
+        organisation_id=requester.organisation_id,
+        purpose=spec.purpose,
+        dataset_id=spec.dataset_id,
+    ):
+        raise ForbiddenError(
+            f"You hold no active aggregate grant for {spec.purpose} on this dataset: "
+            "file an access request in aggregate mode first."
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,10 +363,14 @@ def _result(
     }
 
 
-def release(session: Session, spec: ReleaseSpec, requester: Requester) -> tuple[Release, bool]:
+def release(
+    session: Session, spec: ReleaseSpec, requester: Requester, *, grants: ReleaseGrants
+) -> tuple[Release, bool]:
     """Make a release, or serve the stored one for the same request; returns it and whether
     it is new. Fail closed (ServiceUnavailableError) while the access log lags; refused with
-    BudgetExceededError (what remains) when it would overspend, and nothing is charged."""
+    BudgetExceededError (what remains) when it would overspend, and nothing is charged;
+    ForbiddenError unless `grants` says the requester holds an active aggregate grant for the
+    purpose and dataset (checked again when a stored release is served)."""
     audit.require_sealed(session)
     request_hash = spec.request_hash()
     known = session.scalar(
@@ -333,6 +380,7 @@ def release(session: Session, spec: ReleaseSpec, requester: Requester) -> tuple[
         )
     )
     if known is not None:
+        _require_grant(session, spec, requester, grants)
         return known, False  # re-serving a stored result is post-processing: free
     if (spec.rho is None) == (spec.epsilon is None):
         raise InvalidInputError(
@@ -352,6 +400,7 @@ def release(session: Session, spec: ReleaseSpec, requester: Requester) -> tuple[
         raise ForbiddenError(f"The purpose {purpose.id} does not allow statistics on this data.")
     if not set(requester.recipients) & set(purpose.recipient_ids):
         raise ForbiddenError(f"The purpose {purpose.id} does not name you as a recipient.")
+    _require_grant(session, spec, requester, grants)
     grid = _grid(spec, charter, profile)
     cells = len(grid.keys())
     measured = _calibrate(spec, grid, cells)

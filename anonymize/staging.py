@@ -8,12 +8,12 @@ citizen. Nothing commits here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from anonymize.ledger import TERRITORY_TIME
@@ -24,6 +24,7 @@ from common.errors import InvalidInputError
 
 MAX_FIXED = 2**53  # a staged value beyond this is a unit mistake, not a reading
 _BATCH = 5000
+_IN_LIST = 1000  # ids per IN (...) list: well under every driver's parameter limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Record:
     value: Decimal | int | float | str
     area: str
     category: str = ""
+    valid_until: datetime | None = None  # this citizen's consent's end (else the call's)
 
 
 def month_index(when: datetime | date) -> int:
@@ -106,8 +108,9 @@ def stage_records(
 
     Values become integers in the dataset's fixed point. Records are kept for the purpose's
     retention in the charter in force (or `retention_days`); `valid_until` (the consent's
-    end) keeps a release from using them afterwards. Tuples are read as
-    (subject_id, time, value, area[, category]). InvalidInputError for an unknown purpose.
+    end; a record's own `valid_until` wins) keeps a release from using them afterwards.
+    Tuples are read as (subject_id, time, value, area[, category[, valid_until]]).
+    InvalidInputError for an unknown purpose.
     """
     if retention_days is None:
         found = charters.current(session).doc.purpose(purpose)
@@ -136,7 +139,7 @@ def stage_records(
                 "category": record.category,
                 "value": dataset.to_fixed(record.value),
                 "staged_at": now,
-                "valid_until": valid_until,
+                "valid_until": record.valid_until or valid_until,
                 "expires_at": expires_at,
             }
         )
@@ -156,6 +159,37 @@ def drop_subject(session: Session, subject_id: uuid.UUID, purpose: str | None = 
     if purpose is not None:
         statement = statement.where(StagedRecord.purpose == purpose)
     return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def drop_subjects(
+    session: Session, dataset_id: uuid.UUID, purpose: str, subject_ids: Collection[uuid.UUID]
+) -> int:
+    """Delete these citizens' staged rows of one dataset and purpose: an ingestion replaces
+    what it staged before for them (run twice, it stages once). Idempotent."""
+    deleted = 0
+    ids = list(subject_ids)
+    for start in range(0, len(ids), _IN_LIST):
+        result = session.execute(
+            delete(StagedRecord).where(
+                StagedRecord.dataset_id == dataset_id,
+                StagedRecord.purpose == purpose,
+                StagedRecord.subject_id.in_(ids[start : start + _IN_LIST]),
+            )
+        )
+        deleted += int(result.rowcount)  # type: ignore[attr-defined]
+    return deleted
+
+
+def staged_subjects(session: Session, dataset_id: uuid.UUID, purpose: str) -> set[uuid.UUID]:
+    """The citizens with staged rows of one dataset and purpose (to sweep out the ones whose
+    consent ended without its notice reaching us)."""
+    return set(
+        session.scalars(
+            select(StagedRecord.subject_id)
+            .where(StagedRecord.dataset_id == dataset_id, StagedRecord.purpose == purpose)
+            .distinct()
+        )
+    )
 
 
 def purge_expired(session: Session) -> int:

@@ -51,6 +51,7 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
             # Seals the access log; data releases fail closed past AUDIT_MAX_SEAL_LAG.
             "integrate-audit-log": {"task": "audit.integrate", "schedule": 2.0},
             "probe-datasets": {"task": "broker.probe_datasets", "schedule": 300.0},
+            "ingest-aggregates": {"task": "broker.ingest_aggregates", "schedule": 3600.0},
             "retry-notices": {"task": "broker.retry_notices", "schedule": 5.0},
         },
     }

@@ -83,3 +83,99 @@ def retry_notices() -> int:
     for notice_id in due:
         deliver_notice.apply_async(args=[str(notice_id)])
     return len(due)
+
+
+# --- ingestion for aggregate purposes, and consents that end (issue #6) ---------------------
+
+
+@shared_task(name="broker.ingest_aggregates", acks_late=True, ignore_result=True)
+def ingest_aggregates(force: bool = False) -> int:
+    """Queue the staging of every (dataset, purpose) of an active aggregate grant whose
+    dataset is due for a refresh (or all of them with `force`): one task each, so a holder
+    that is down delays only its own datasets. Returns how many were queued."""
+    import logging
+
+    from anonymize import service as releases
+    from broker.service import ingestion
+    from common.clock import utcnow
+
+    with unit_of_work() as session:
+        releases.purge_expired(session)  # staged rows past their retention, on the same beat
+        found = ingestion.targets(session)
+        if not force:
+            found = ingestion.due(session, found, now=utcnow())
+    queued = 0
+    for target in found:
+        try:
+            ingest_dataset.apply_async(
+                kwargs={
+                    "dataset_id": str(target.dataset_id),
+                    "purpose_id": target.purpose_id,
+                    "grant_id": str(target.grant_id),
+                }
+            )
+            queued += 1
+        except Exception:  # eager mode raises the target's own failure: the others still run
+            logging.getLogger(__name__).warning(
+                "ingestion of %s for %s failed",
+                target.dataset_id,
+                target.purpose_id,
+                exc_info=True,
+            )
+    return queued
+
+
+@shared_task(name="broker.ingest_dataset", acks_late=True, ignore_result=True, max_retries=6)
+def ingest_dataset(dataset_id: str, purpose_id: str, grant_id: str) -> int:
+    """Stage one dataset for one aggregate purpose, batch by batch (ingestion.stage_batch):
+    a batch commits whole or not at all, so a holder that goes down leaves each citizen with
+    either the previous run's rows or the new ones, and the task is retried. Safe to run
+    twice: a batch replaces what was staged for its citizens."""
+    from broker.oauth import token_issuer
+    from broker.service import ingestion
+    from broker.service.gateway import HolderUnavailableError
+
+    target = ingestion.Target(uuid.UUID(dataset_id), purpose_id, uuid.UUID(grant_id))
+    with unit_of_work() as session:
+        plan = ingestion.plan(session, target)
+    if plan is None:
+        return 0
+    timeout = float(current_app.config.get("GATEWAY_HOLDER_TIMEOUT", 10.0))
+    issuer = token_issuer()
+    staged = 0
+    try:
+        for batch in ingestion.batches(plan):
+            with unit_of_work() as session:
+                inputs = ingestion.batch_inputs(session, plan)
+                if inputs is None:  # the grant ended meanwhile: stage no more
+                    break
+                done = ingestion.stage_batch(
+                    session, plan, batch, *inputs, issuer=issuer, timeout=timeout
+                )
+            staged += done.records
+    except HolderUnavailableError as exc:  # the holder is down or busy: later, backing off
+        request = ingest_dataset.request
+        if request.is_eager:
+            raise  # the embedded default: the beat tries again at its next round
+        countdown = max(exc.retry_after, 30 * 2**request.retries)
+        raise ingest_dataset.retry(exc=exc, countdown=min(countdown, 3600)) from exc
+    return staged
+
+
+@shared_task(name="broker.drop_staged_for_consent", acks_late=True, ignore_result=True)
+def drop_staged_for_consent(consent_id: str) -> int:
+    """A consent ended (withdrawn, expired, superseded): its citizen's staged rows for its
+    purpose go, so no later release counts them. Idempotent."""
+    from broker.service import ingestion
+
+    with unit_of_work() as session:
+        return ingestion.drop_for_consent(session, uuid.UUID(consent_id))
+
+
+@shared_task(name="broker.purge_staged", acks_late=True, ignore_result=True)
+def purge_staged() -> int:
+    """Delete staged rows past the charter's retention for their purpose."""
+    from anonymize import service as releases
+
+    with unit_of_work() as session:
+        return releases.purge_expired(session)

@@ -7,7 +7,7 @@ import random
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from anonymize.service import DatasetProfile, Record, stage_records
+from broker.models import AccessGrant, AccessRequest, Decision, RequestStatus
+from common.clock import utcnow
 
 PURPOSE = "energy-observatory"
 DISTRICTS = tuple(f"D{i:02d}" for i in range(1, 21))  # the demo charter's districts
@@ -89,8 +91,100 @@ def synthetic(
     return records
 
 
+def aggregate_grant(
+    session: Session,
+    organisation_id: uuid.UUID,
+    dataset_ids: list[str],
+    *,
+    purpose: str = PURPOSE,
+    recipient: str = "public_service",
+    days: int = 90,
+) -> AccessGrant:
+    """An approved aggregate-mode request and its grant, arranged directly (filing one is
+    tested in tests/gateway); releases need one (issue #6)."""
+    now = utcnow()
+    request = AccessRequest(
+        id=uuid.uuid4(),
+        organisation_id=organisation_id,
+        client_pk=None,
+        purpose_id=purpose,
+        mode="aggregate",
+        dataset_ids=list(dataset_ids),
+        fields={},
+        justification="Statistics for the territory's observatory.",
+        period_start=now - timedelta(minutes=1),
+        period_end=now + timedelta(days=days),
+        charter_version="2026.1",
+        decision=Decision.PERMIT,
+        obligations=[],
+        reasons=[],
+        status=RequestStatus.APPROVED,
+        decided_at=now,
+        decided_by="charter",
+        created_at=now,
+    )
+    grant = AccessGrant(
+        id=uuid.uuid4(),
+        request_id=request.id,
+        organisation_id=organisation_id,
+        purpose_id=purpose,
+        mode="aggregate",
+        recipient_id=recipient,
+        dataset_ids=list(dataset_ids),
+        fields={},
+        obligations=[],
+        starts_at=request.period_start,
+        expires_at=request.period_end,
+        created_at=now,
+    )
+    session.add(request)
+    session.flush()
+    session.add(grant)
+    session.flush()
+    return grant
+
+
 @pytest.fixture
-def stage(session: Session, charter: Any) -> Any:
+def release_grants() -> list[AccessGrant]:
+    """The aggregate grants of this test's observatories; each staged dataset joins them."""
+    return []
+
+
+@pytest.fixture
+def staged_datasets() -> list[str]:
+    """The datasets this test staged, in order."""
+    return []
+
+
+@pytest.fixture
+def make_client(
+    make_client: Any,
+    session: Session,
+    release_grants: list[AccessGrant],
+    staged_datasets: list[str],
+) -> Any:
+    """Observatories and city services made here hold an aggregate grant for the energy
+    observatory over every dataset the test stages (before or after)."""
+
+    def make(role: str = "reuser", **kw: Any) -> Any:
+        registered = make_client(role, **kw)
+        if role in ("observatory", "city_service"):
+            release_grants.append(
+                aggregate_grant(session, registered.model.organisation.id, staged_datasets)
+            )
+            session.commit()
+        return registered
+
+    return make
+
+
+@pytest.fixture
+def stage(
+    session: Session,
+    charter: Any,
+    release_grants: list[AccessGrant],
+    staged_datasets: list[str],
+) -> Any:
     """`stage(records=None, citizens=400)`: stage records of a new dataset, commit, and
     return the truth."""
 
@@ -98,6 +192,9 @@ def stage(session: Session, charter: Any) -> Any:
         profile = make_profile(**kw)
         records = records if records is not None else synthetic(citizens)
         stage_records(session, profile, PURPOSE, records, retention_days=730)
+        staged_datasets.append(str(profile.dataset_id))
+        for grant in release_grants:
+            grant.dataset_ids = [*grant.dataset_ids, str(profile.dataset_id)]
         session.commit()
         return truth(profile, records)
 

@@ -1,17 +1,22 @@
 """Demo territory: the demo charter, a few citizens with consents, the organisations of the
-demo, and the demo reuser's client (EcoWatt Conseil, examples/reuser). Idempotent.
+demo, the demo reuser's clients (EcoWatt Conseil, examples/reuser), and the datasets of the
+demo holders (examples/holders) read from their own `GET /datasets`. Idempotent.
 
 The reuser's private key is generated once and kept in the instance folder (mode 0600); only
-its public JWK is registered with Tiers (RFC 7523 `private_key_jwt`).
+its public JWK is registered with Tiers (RFC 7523 `private_key_jwt`). Its API client's secret
+(client_credentials, to file access requests) is written there too, once, mode 0600.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib import request as urlrequest
+from urllib.error import URLError
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -20,8 +25,8 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker.models import AuthMethod, OAuthClient, Organisation, Role
-from broker.service import clients, organisations, publish_charter
+from broker.models import AuthMethod, Dataset, OAuthClient, Organisation, Role
+from broker.service import clients, datasets, organisations, publish_charter
 from charter.document import terms_hash
 from common import jose
 from common.db import unit_of_work
@@ -51,7 +56,22 @@ DEMO_ORGANISATIONS: list[tuple[str, str, Role, str | None]] = [
         "public_service",
     ),
     ("brevanne-reseaux", "Brévanne Réseaux", Role.HOLDER, None),
+    ("brevanne-gaz", "Brévanne Gaz Distribution", Role.HOLDER, None),
+    ("brevanne-mobilites", "Brévanne Mobilités", Role.HOLDER, None),
+    ("ville-de-brevanne", "Ville de Brévanne", Role.HOLDER, None),
 ]
+
+# Each demo holder (examples/holders, named in its GET /datasets) and its organisation here.
+DEMO_HOLDERS = {
+    "electricity": "brevanne-reseaux",
+    "gas": "brevanne-gaz",
+    "transit": "brevanne-mobilites",
+    "buildings": "ville-de-brevanne",
+}
+DEFAULT_HOLDER_URLS = tuple(f"http://127.0.0.1:{5101 + i}" for i in range(len(DEMO_HOLDERS)))
+HOLDER_WAIT = 15.0  # seconds: `make demo` starts the holders just before the seed
+REUSER_API_CLIENT_NAME = "EcoWatt — API"
+REUSER_API_FILE = "demo-reuser-api.json"
 
 REUSER_SLUG = "ecowatt-conseil"  # the charter names it for purpose energy-coaching
 REUSER_CLIENT_NAME = "EcoWatt — coaching"
@@ -61,14 +81,23 @@ REUSER_CREDENTIALS_FILE = "demo-reuser.json"
 
 
 def seed(
-    charter_path: Path, *, reuser_url: str | None = None, instance_dir: Path | None = None
+    charter_path: Path,
+    *,
+    reuser_url: str | None = None,
+    instance_dir: Path | None = None,
+    holder_urls: Sequence[str] | None = None,
+    wait: float | None = None,
 ) -> Iterator[str]:
     """Publish the demo charter, create the demo citizens, organisations and the demo
-    reuser's client, and write the reuser's credentials file; yields what it did.
+    reuser's clients, write the reuser's credentials files, and register the datasets of the
+    demo holders that answer; yields what it did.
 
     `reuser_url` is where the demo reuser runs (its redirect URI is `<reuser_url>/callback`;
     default: $TIERS_DEMO_REUSER_URL, else http://127.0.0.1:5001); `instance_dir` is where its
-    key and credentials go (default: the app's instance folder).
+    key and credentials go (default: the app's instance folder); `holder_urls` are the demo
+    holders' base URLs (default: $TIERS_DEMO_HOLDERS, space-separated, else ports 5101-5104),
+    each waited for up to `wait` seconds (default: HOLDER_WAIT when the URLs are given, none
+    for the default ones), then skipped with a line saying so.
     """
     with unit_of_work() as session:
         loaded, new = publish_charter(
@@ -100,9 +129,15 @@ def seed(
     for slug, name, role, category in DEMO_ORGANISATIONS:
         with unit_of_work() as session:
             yield _organisation(session, slug, name, role, category)
+    instance = instance_dir or Path(current_app.instance_path)
     yield from _reuser_client(
-        reuser_url or os.environ.get("TIERS_DEMO_REUSER_URL") or DEFAULT_REUSER_URL,
-        instance_dir or Path(current_app.instance_path),
+        reuser_url or os.environ.get("TIERS_DEMO_REUSER_URL") or DEFAULT_REUSER_URL, instance
+    )
+    yield from _reuser_api_client(instance)
+    configured = holder_urls if holder_urls is not None else os.environ.get("TIERS_DEMO_HOLDERS")
+    urls = _holder_urls_from_env() if holder_urls is None else list(holder_urls)
+    yield from register_holders(
+        urls, wait=wait if wait is not None else (HOLDER_WAIT if configured else 0.0)
     )
 
 
@@ -207,3 +242,164 @@ def public_jwk(private: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
     full = jwt.algorithms.ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
     jwk: dict[str, Any] = {k: full[k] for k in ("kty", "crv", "x", "y")}
     return {**jwk, "kid": jose.thumbprint(jwk), "use": "sig", "alg": "ES256"}
+
+
+def _reuser_api_client(instance_dir: Path) -> Iterator[str]:
+    """EcoWatt's confidential client for the API (client_credentials, `access:request`), so
+    that access requests can be filed with curl; its secret is written once, mode 0600, and
+    the client is registered again only when that file is lost."""
+    path = instance_dir / REUSER_API_FILE
+    saved = _read_json(path)
+    with unit_of_work() as session:
+        organisation = organisations.get_organisation_by_slug(session, REUSER_SLUG)
+        kept = None
+        for client in clients.list_clients(session, organisation.id, include_revoked=False):
+            if client.name != REUSER_API_CLIENT_NAME:
+                continue
+            if kept is None and saved and saved.get("client_id") == client.client_id:
+                kept = client
+            else:
+                clients.revoke_client(session, client_id=client.client_id, actor=ACTOR)
+        if kept is not None:
+            yield f"API client {kept.client_id} of {REUSER_SLUG} already exists"
+            return
+        client, secret = clients.create_client(
+            session,
+            organisation_id=organisation.id,
+            name=REUSER_API_CLIENT_NAME,
+            auth_method=AuthMethod.CLIENT_SECRET_BASIC,
+            grant_types=["client_credentials"],
+            scope="access:request",
+            actor=ACTOR,
+        )
+        credentials = {"client_id": client.client_id, "client_secret": secret}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never world-readable
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(credentials, indent=2) + "\n")
+    temporary.replace(path)
+    yield f"API client {credentials['client_id']} of {REUSER_SLUG} registered; secret in {path}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+# --- the demo holders' datasets ----------------------------------------------------------
+
+
+def _holder_urls_from_env() -> list[str]:
+    given = os.environ.get("TIERS_DEMO_HOLDERS", "").split()
+    return given or list(DEFAULT_HOLDER_URLS)
+
+
+def describe_holder(url: str, *, wait: float = 0.0) -> dict[str, Any] | None:
+    """What the holder at `url` says of itself (`GET {url}/datasets`), or None when it does
+    not answer within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            # Only the configured localhost demo URLs are read (S310: no file:// here).
+            with urlrequest.urlopen(f"{url.rstrip('/')}/datasets", timeout=5) as answer:  # noqa: S310
+                described = json.loads(answer.read())
+            return described if isinstance(described, dict) else None
+        except (URLError, OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.25)
+
+
+def dataset_settings(
+    holder_name: str, base_url: str, described: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A dataset as the holder describes it, in the shape `datasets.register` takes: the
+    endpoint is `{base}/datasets/{id}` (the gateway reads `{endpoint}/records`); personal
+    data is served to Tiers' tokens only, open data without a token under its licence."""
+    personal = bool(described.get("personal", True))
+    fields = []
+    for field in described["fields"]:
+        fields.append(
+            {
+                "name": field["name"],
+                "type": field["type"],
+                "unit": field.get("unit"),
+                "personal": bool(field.get("personal", personal)) and personal,
+                "sensitive": bool(field.get("sensitive", False)) and personal,
+                "min": field.get("minimum"),
+                "max": field.get("maximum"),
+            }
+        )
+    title = dict(described["title"])
+    return {
+        "slug": f"{holder_name}-{described['id']}".replace("_", "-"),
+        "title": title,
+        "description": {
+            "fr": f"{title['fr']} (fournisseur de démonstration « {holder_name} »).",
+            "en": f"{title['en']} (demo holder “{holder_name}”).",
+        },
+        "data_category": described["data_category"],
+        "schema": {
+            "fields": fields,
+            # Open data has no subject identifier (an identifier of a building is not one).
+            "subject_field": described.get("subject_field") if personal else None,
+            "time_field": described.get("time_field"),
+        },
+        "endpoint_url": f"{base_url.rstrip('/')}/datasets/{described['id']}",
+        "auth": "tiers_token" if personal else "none",
+        "refresh": described.get("refresh") or "P1D",
+        "licence": None if personal else described.get("licence"),
+    }
+
+
+def register_holders(urls: Sequence[str], *, wait: float = HOLDER_WAIT) -> Iterator[str]:
+    """Register the datasets of each demo holder that answers at one of `urls`, under its
+    organisation, with the holder's base URL as its resource URI (the audience of Tiers'
+    tokens) and its webhook. Idempotent: what is already registered as described is kept,
+    what changed (another port) is updated."""
+    for url in urls:
+        described = describe_holder(url, wait=wait)
+        if described is None:
+            yield f"holder {url} does not answer: its datasets are not registered (start it, "
+            yield "  e.g. `python -m examples.holders all`, then run `tiers demo-seed` again)"
+            continue
+        name = str(described.get("holder"))
+        slug = DEMO_HOLDERS.get(name)
+        if slug is None:
+            yield f"holder {url} is {name!r}, not a demo holder: skipped"
+            continue
+        base = url.rstrip("/")
+        resource_uri = str(described.get("resource_uri") or base).rstrip("/")
+        with unit_of_work() as session:
+            holder = organisations.get_organisation_by_slug(session, slug)
+            hook = described.get("webhook_url")
+            if holder.resource_uri != resource_uri or holder.webhook_url != hook:
+                organisations.update_organisation(
+                    session, holder.id, actor=ACTOR, resource_uri=resource_uri, webhook_url=hook
+                )
+                yield f"organisation {slug}: resource URI {resource_uri}"
+        for item in described.get("datasets", []):
+            settings = dataset_settings(name, base, item)
+            with unit_of_work() as session:
+                yield _register_dataset(session, slug, settings)
+
+
+def _register_dataset(session: Session, holder_slug: str, settings: Mapping[str, Any]) -> str:
+    holder = organisations.get_organisation_by_slug(session, holder_slug)
+    found = session.scalar(
+        select(Dataset).where(Dataset.holder_id == holder.id, Dataset.slug == settings["slug"])
+    )
+    if found is None:
+        dataset = datasets.register(session, holder_id=holder.id, settings=settings, actor=ACTOR)
+        return f"dataset {holder_slug}/{dataset.slug} registered ({dataset.id})"
+    current = datasets.settings_of(found)
+    changes = {k: v for k, v in settings.items() if k != "slug" and current.get(k) != v}
+    if not changes:
+        return f"dataset {holder_slug}/{found.slug} already registered ({found.id})"
+    datasets.update(session, holder_id=holder.id, dataset_id=found.id, changes=changes, actor=ACTOR)
+    return f"dataset {holder_slug}/{found.slug} updated: {', '.join(sorted(changes))}"

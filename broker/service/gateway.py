@@ -1,4 +1,4 @@
-"""The data gateway: serve an individual-mode grant from the holders, record by record.
+"""The data gateway: serve an individual-mode grant from the holders, one holder page at a time.
 
 At the moment of each read it takes the citizens who hold a consent in force for the grant's
 purpose and recipient and are linked to the dataset's holder, asks the holder for exactly
@@ -82,7 +82,7 @@ class Page:
 
 @dataclass
 class Read:
-    """A read that has been checked and recorded; `records()` streams it."""
+    """A read that has been checked and recorded; `pages()` streams it."""
 
     grant: AccessGrant
     sources: list[Source]
@@ -155,7 +155,7 @@ def _parse_page(body: bytes) -> Page:
     return Page(data["records"], cursor)
 
 
-def _holder_token(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> str | None:
+def holder_token(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> str | None:
     """An RFC 9068 token for this holder's resource only, naming the grant and its purpose."""
     if dataset.auth is DatasetAuth.NONE:
         return None
@@ -181,7 +181,7 @@ def _holder_token(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> str |
     return sign(claims, issuer.keyring.active(), typ="at+jwt")
 
 
-def _query(source: Source, refs: Sequence[str], cursor: str | None) -> list[tuple[str, str]]:
+def holder_query(source: Source, refs: Sequence[str], cursor: str | None) -> list[tuple[str, str]]:
     query = [("subject", ref) for ref in refs]
     if source.since is not None:
         query.append(("since", source.since.isoformat()))
@@ -193,7 +193,7 @@ def _query(source: Source, refs: Sequence[str], cursor: str | None) -> list[tupl
     return query
 
 
-def _chunks(refs: Sequence[str]) -> Iterator[Sequence[str]]:
+def subject_chunks(refs: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(refs), SUBJECTS_PER_CALL):
         yield refs[start : start + SUBJECTS_PER_CALL]
 
@@ -249,7 +249,7 @@ def open_read(
                 dataset_id=ref,
                 holder_slug=dataset.holder.slug,
                 url=f"{dataset.endpoint_url.rstrip('/')}/records",
-                token=_holder_token(issuer, dataset, grant),
+                token=holder_token(issuer, dataset, grant),
                 subject_field=dataset.subject_field,
                 fields=list(grant.fields.get(ref, [])),
                 pseudonyms={ref_: pseudonym(subject) for ref_, subject in sorted(linked.items())},
@@ -263,12 +263,11 @@ def open_read(
         try:
             refs = list(source.pseudonyms)
             source.first = connection.page(
-                _query(source, refs[:SUBJECTS_PER_CALL], None), source.token
+                holder_query(source, refs[:SUBJECTS_PER_CALL], None), source.token
             )
         finally:
             connection.close()
-        for _ in _shape(source, source.first):  # a broken first page: 502, nothing recorded
-            pass
+        shape_page(source, source.first)  # a broken first page: 502, nothing recorded
     entry_id = _record(session, grant, sources, subjects, actor)
     return Read(grant=grant, sources=sources, entry_id=entry_id, subjects=len(subjects))
 
@@ -334,41 +333,51 @@ def _deliveries(session: Session, grant_id: uuid.UUID, subject_ids: Sequence[uui
     session.flush()
 
 
-def records(read: Read, *, timeout: float) -> Iterator[dict[str, Any]]:
-    """Every record of the read, as the reuser receives it: `dataset`, `subject` (the
-    pseudonym) and the allowed fields. Raises the holder's errors as they happen."""
+def pages(read: Read, *, timeout: float) -> Iterator[list[dict[str, Any]]]:
+    """Every record of the read, as the reuser receives it (`dataset`, `subject` (the
+    pseudonym) and the allowed fields), one holder page at a time: the caller encodes and
+    writes a page at once, not a record at a time. Raises the holder's errors as they happen."""
     for source in read.sources:
         connection = HolderConnection(source.url, timeout)
         try:
             refs = list(source.pseudonyms)
-            for index, chunk in enumerate(_chunks(refs)):
+            for index, chunk in enumerate(subject_chunks(refs)):
                 page = source.first if index == 0 and source.first is not None else None
                 if page is None:
-                    page = connection.page(_query(source, chunk, None), source.token)
+                    page = connection.page(holder_query(source, chunk, None), source.token)
                 while True:
-                    yield from _shape(source, page)
+                    shaped = shape_page(source, page)
+                    if shaped:
+                        yield shaped
                     if page.next_cursor is None:
                         break
-                    page = connection.page(_query(source, chunk, page.next_cursor), source.token)
+                    page = connection.page(
+                        holder_query(source, chunk, page.next_cursor), source.token
+                    )
             source.first = None
         finally:
             connection.close()
 
 
-def _shape(source: Source, page: Page) -> Iterator[dict[str, Any]]:
+def shape_page(source: Source, page: Page) -> list[dict[str, Any]]:
+    """One page as the reuser receives it; all or nothing, so a page holding a record of
+    someone Tiers did not ask for is never passed on, not even in part."""
     fields, subject_field, pseudonyms = source.fields, source.subject_field, source.pseudonyms
+    dataset_id = source.dataset_id
+    shaped: list[dict[str, Any]] = []
+    append = shaped.append  # a million records: the lookups are hoisted out of the loop
     for record in page.records:
         pseudonym = pseudonyms.get(str(record.get(subject_field)))
         if pseudonym is None:
-            # A record of someone Tiers did not ask for: never passed on.
             raise HolderAnswerError(
                 "The data holder sent a record of a subject it was not asked for."
             )
-        shaped: dict[str, Any] = {"dataset": source.dataset_id, "subject": pseudonym}
+        out: dict[str, Any] = {"dataset": dataset_id, "subject": pseudonym}
         for name in fields:
             if name in record:
-                shaped[name] = record[name]
-        yield shaped
+                out[name] = record[name]
+        append(out)
+    return shaped
 
 
 def record_interruption(session: Session, read: Read, actor: str, reason: str) -> None:

@@ -1,0 +1,166 @@
+"""`tiers demo-seed` against the four demo holders served for real: each holder's datasets
+registered from its own `GET /datasets`, under its organisation, idempotently; and EcoWatt's
+API client able to file an access request for energy coaching on them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit.models import AuditEntry
+from broker import demo
+from broker.models import Dataset, DatasetAuth, Organisation
+from common.clock import utcnow
+from examples.holders import NAMES, build
+from examples.holders.app import create_app
+from tests.conftest import ISSUER
+from tests.gateway.conftest import Late, serve
+
+CHARTER = Path(__file__).resolve().parents[2] / "examples" / "charter.yaml"
+ETALAB = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
+
+
+@pytest.fixture(scope="module")
+def holders() -> Iterator[dict[str, str]]:
+    """The four demo holders, each on its own free port: name -> base URL."""
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for name in NAMES:
+            late = Late()
+            url = stack.enter_context(serve(late))
+            late.app = create_app(build(name, "tests"), tiers_url=ISSUER, resource_uri=url)
+            urls[name] = url
+        yield urls
+
+
+def _seed(app: Flask, folder: Path, urls: list[str]) -> list[str]:
+    with app.app_context():
+        return list(demo.seed(CHARTER, instance_dir=folder, holder_urls=urls, wait=5))
+
+
+def _registered(session: Session) -> dict[tuple[str, str], Dataset]:
+    rows = session.execute(select(Organisation.slug, Dataset).join(Dataset.holder)).all()
+    return {(slug, dataset.slug): dataset for slug, dataset in rows}
+
+
+def test_the_seed_registers_every_demo_holders_datasets_once(
+    app: Flask, session: Session, tmp_path: Path, holders: dict[str, str]
+) -> None:
+    first = _seed(app, tmp_path, list(holders.values()))
+    registered = _registered(session)
+    assert set(registered) == {
+        ("brevanne-reseaux", "electricity-load-curve"),
+        ("brevanne-reseaux", "electricity-daily"),
+        ("brevanne-gaz", "gas-daily"),
+        ("brevanne-mobilites", "transit-trips"),
+        ("ville-de-brevanne", "buildings-daily"),
+        ("ville-de-brevanne", "buildings-sites"),
+    }, first
+    load_curve = registered[("brevanne-reseaux", "electricity-load-curve")]
+    assert load_curve.endpoint_url == f"{holders['electricity']}/datasets/load_curve"
+    assert load_curve.auth is DatasetAuth.TIERS_TOKEN
+    assert load_curve.personal
+    assert load_curve.subject_field == "prm"
+    assert load_curve.licence is None
+    power = next(f for f in load_curve.fields if f["name"] == "power_w")
+    assert (power["min"], power["max"], power["sensitive"]) == (0, 12000, True)
+    for slug in ("buildings-daily", "buildings-sites"):
+        sensors = registered[("ville-de-brevanne", slug)]
+        assert sensors.auth is DatasetAuth.NONE
+        assert not sensors.personal
+        assert sensors.licence == ETALAB
+    # Each holder's tokens name its own service as their audience (RFC 8707).
+    for name, slug in demo.DEMO_HOLDERS.items():
+        organisation = session.scalar(select(Organisation).where(Organisation.slug == slug))
+        assert organisation is not None
+        assert organisation.resource_uri == holders[name]
+
+    def entries() -> int:
+        return int(session.scalar(select(func.count()).select_from(AuditEntry)) or 0)
+
+    before = entries()
+    again = _seed(app, tmp_path, list(holders.values()))
+    assert entries() == before  # nothing written the second time
+    assert {k: d.id for k, d in _registered(session).items()} == {
+        k: d.id for k, d in registered.items()
+    }
+    assert sum("already registered" in line for line in again) == 6
+    assert not [x for x in again if x.startswith("dataset") and "already registered" not in x]
+    assert not any(x.startswith("organisation") and "resource URI" in x for x in again)
+
+
+def test_a_holder_that_moved_has_its_endpoints_updated(
+    app: Flask, session: Session, tmp_path: Path, holders: dict[str, str]
+) -> None:
+    _seed(app, tmp_path, [holders["gas"]])
+    with ExitStack() as stack:  # the same holder, now on another port
+        late = Late()
+        moved = stack.enter_context(serve(late))
+        late.app = create_app(build("gas", "tests"), tiers_url=ISSUER, resource_uri=moved)
+        lines = _seed(app, tmp_path, [moved])
+    assert any("gas-daily updated: endpoint_url" in line for line in lines), lines
+    (gas,) = [d for (slug, _), d in _registered(session).items() if slug == "brevanne-gaz"]
+    assert gas.endpoint_url == f"{moved}/datasets/daily"
+    assert gas.holder.resource_uri == moved
+
+
+def test_a_holder_that_does_not_answer_is_skipped_and_said(
+    app: Flask, session: Session, tmp_path: Path, holders: dict[str, str]
+) -> None:
+    with ExitStack() as stack:
+        late = Late()
+        gone = stack.enter_context(serve(late))
+    with app.app_context():
+        lines = list(demo.seed(CHARTER, instance_dir=tmp_path, holder_urls=[gone], wait=0))
+    assert any(f"holder {gone} does not answer" in line for line in lines)
+    assert _registered(session) == {}
+
+
+def test_ecowatt_files_an_access_request_for_energy_coaching_with_its_api_client(
+    app: Flask, client: FlaskClient, session: Session, tmp_path: Path, holders: dict[str, str]
+) -> None:
+    _seed(app, tmp_path, [holders["electricity"]])
+    path = tmp_path / demo.REUSER_API_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    credentials = json.loads(path.read_text())
+    again = _seed(app, tmp_path, [holders["electricity"]])
+    assert any(
+        f"API client {credentials['client_id']} of ecowatt-conseil already" in x for x in again
+    )
+    assert json.loads(path.read_text()) == credentials
+
+    pair = f"{credentials['client_id']}:{credentials['client_secret']}".encode()
+    answer = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "access:request"},
+        headers={"Authorization": "Basic " + base64.b64encode(pair).decode()},
+    )
+    assert answer.status_code == 200, answer.get_json()
+    bearer = {"Authorization": f"Bearer {answer.get_json()['access_token']}"}
+    daily = _registered(session)[("brevanne-reseaux", "electricity-daily")]
+    filed = client.post(
+        "/api/v1/access-requests",
+        json={
+            "purpose": "energy-coaching",
+            "mode": "individual",
+            "datasets": [str(daily.id)],
+            "justification": "Coaching the households who asked us to, as the charter allows.",
+            "period_end": (utcnow() + timedelta(days=90)).isoformat(),
+        },
+        headers=bearer,
+    )
+    assert filed.status_code == 201, filed.get_json()
+    assert filed.get_json()["status"] == "approved"
+    grants = client.get("/api/v1/grants", headers=bearer).get_json()
+    assert [g["purpose"] for g in grants] == ["energy-coaching"]

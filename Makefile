@@ -10,6 +10,7 @@ REUSER_PORT ?= 5001
 DEMO_ISSUER ?= http://127.0.0.1:$(PORT)
 REUSER_URL ?= http://127.0.0.1:$(REUSER_PORT)
 HOLDERS_BASE_PORT ?= 5101
+DEMO_HOLDERS ?= $(foreach i,0 1 2 3,http://127.0.0.1:$(shell echo $$(($(HOLDERS_BASE_PORT)+$(i)))))
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/tiers_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
 TRANSLATIONS := broker/translations
@@ -56,23 +57,30 @@ test: lint test-sqlite test-postgres
 
 demo: install translations
 	$(BIN)/tiers db upgrade
-	TIERS_ISSUER=$(DEMO_ISSUER) TIERS_DEMO_REUSER_URL=$(REUSER_URL) $(BIN)/tiers demo-seed
-	@echo ""
-	@echo "Tiers demo territory: $(DEMO_ISSUER)/"
-	@echo "Demo reuser EcoWatt Conseil (PAR + PKCE + private_key_jwt + DPoP): $(REUSER_URL)/"
-	@echo "Demo data holders (electricity, gas, transit, open building sensors): ports $(HOLDERS_BASE_PORT)-$$(($(HOLDERS_BASE_PORT)+3))"
-	@echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local (also on the charter committee), yanis@demo.tiers.local, lea@demo.tiers.local"
-	@echo ""
-	@# The reuser and the holders run in the background and stop when `tiers run` does (Ctrl-C too).
-	TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.reuser.app --port $(REUSER_PORT) & reuser=$$!; \
-	  TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.holders all --base-port $(HOLDERS_BASE_PORT) & holders=$$!; \
-	  trap 'kill $$reuser $$holders 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	@# The holders start first: the seed registers the datasets each one describes at
+	@# GET /datasets (idempotent). They, and the reuser, run in the background and stop when
+	@# `tiers run` does (Ctrl-C too).
+	TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.holders all --base-port $(HOLDERS_BASE_PORT) & holders=$$!; \
+	  trap 'kill $$holders $$reuser 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	  TIERS_ISSUER=$(DEMO_ISSUER) TIERS_DEMO_REUSER_URL=$(REUSER_URL) \
+	    TIERS_DEMO_HOLDERS="$(DEMO_HOLDERS)" $(BIN)/tiers demo-seed || exit 1; \
+	  echo ""; \
+	  echo "Tiers demo territory: $(DEMO_ISSUER)/"; \
+	  echo "Demo reuser EcoWatt Conseil (PAR + PKCE + private_key_jwt + DPoP): $(REUSER_URL)/"; \
+	  echo "  its API client (client_credentials, access requests): instance/demo-reuser-api.json"; \
+	  echo "Demo data holders (electricity, gas, transit, open building sensors): $(DEMO_HOLDERS)"; \
+	  echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local (also on the charter committee), yanis@demo.tiers.local, lea@demo.tiers.local"; \
+	  echo ""; \
+	  TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.reuser.app --port $(REUSER_PORT) & reuser=$$!; \
 	  TIERS_ISSUER=$(DEMO_ISSUER) $(BIN)/tiers run --host 127.0.0.1 --port $(PORT)
 
 bench: install services
 	$(BIN)/python bench/consent_writes.py
 	$(BIN)/python bench/introspection.py
 	$(BIN)/python bench/audit_log.py
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/revocation.py
+	$(BIN)/python bench/dp_release.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

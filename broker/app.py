@@ -54,6 +54,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from anonymize import views as anonymize_views
 
     api.register_blueprint(anonymize_api.blp)
+    from broker.service import ingestion  # who holds an aggregate grant (anonymize's port)
+
+    app.extensions[anonymize_api.GRANTS_EXTENSION] = ingestion.has_aggregate_grant
     app.register_blueprint(anonymize_views.bp)
     for bp in (broker_views.bp, charter_views.bp, consent_views.bp, consent_views.accounts_bp):
         app.register_blueprint(bp)
@@ -66,6 +69,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     outbox.subscribe(app, "charter.published", "consent.sweep")
     for ended in ("consent.withdrawn", "consent.expired", "consent.superseded"):
         outbox.subscribe(app, ended, "broker.revoke_for_consent")
+        outbox.subscribe(app, ended, "broker.drop_staged_for_consent")  # DP staging (#6)
     outbox.subscribe(app, "consent.withdrawn", "broker.notify_withdrawal")
     from broker.service import notices
 

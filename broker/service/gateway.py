@@ -123,7 +123,9 @@ class HolderConnection:
                 retry_after=_retry_after(response.getheader("Retry-After")),
             )
         if response.status != 200:
-            log.warning("holder %s answered %s: %.300r", self._host, response.status, body)
+            log.warning(  # the body may echo holders' identifiers: its size only
+                "holder %s answered %s (%d bytes)", self._host, response.status, len(body)
+            )
             raise HolderAnswerError(f"The data holder's service answered {response.status}.")
         if len(body) > MAX_PAGE_BYTES:
             raise HolderAnswerError("The data holder's service sent a page that is too large.")

@@ -256,3 +256,58 @@ def test_suspend_and_resume_are_the_committees_and_need_a_reason(
     assert (
         client.post(f"{url}/resume", json={"reason": "again"}, headers=committee).status_code == 409
     )
+
+
+def test_committee_routes_refuse_everyone_else_and_bad_reasons_change_nothing(
+    client: FlaskClient,
+    session: Session,
+    electricity: ServedHolder,
+    reuser: dict[str, str],
+    oauth_headers: Any,
+) -> None:
+    dataset = str(electricity.dataset.id)
+    pending = client.post(
+        "/api/v1/access-requests",
+        json=request_body(electricity.dataset, fields={dataset: ["district"]}),
+        headers=reuser,
+    ).get_json()
+    committee = oauth_headers("committee", "admin", category=None)
+    holder = oauth_headers("holder", "datasets:write", category=None)
+    listed = client.get("/api/v1/admin/access-requests", headers=committee)
+    assert [r["id"] for r in listed.get_json()] == [pending["id"]]
+    for headers, status in ((reuser, 403), (holder, 403), ({}, 401)):
+        assert client.get("/api/v1/admin/access-requests", headers=headers).status_code == status
+        assert client.get("/api/v1/admin/notices", headers=headers).status_code == status
+        unknown = f"/api/v1/admin/notices/{uuid.uuid4()}/retry"
+        assert client.post(unknown, headers=headers).status_code == status
+    reject = f"/api/v1/admin/access-requests/{pending['id']}/reject"
+    for body in ({}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 2001}, {"reason": 3}):
+        answer = client.post(reject, json=body, headers=committee)
+        assert answer.status_code == 422, body
+        assert "reason" in answer.get_json()["errors"]
+    assert client.post(reject, json={"reason": "no"}, headers=reuser).status_code == 403
+    assert (
+        client.get(f"/api/v1/access-requests/{pending['id']}", headers=reuser).get_json()["status"]
+        == "pending"
+    )
+    unknown_grant = f"/api/v1/admin/grants/{uuid.uuid4()}/resume"
+    assert client.post(unknown_grant, json={"reason": "x"}, headers=committee).status_code == 404
+    assert client.post(unknown_grant, json={"reason": "x"}, headers=reuser).status_code == 403
+    assert (
+        client.post(f"/api/v1/admin/notices/{uuid.uuid4()}/retry", headers=committee).status_code
+        == 404
+    )
+
+
+def test_reuser_routes_need_a_token_and_the_reuser_scope(
+    client: FlaskClient, electricity: ServedHolder, reuser: dict[str, str], oauth_headers: Any
+) -> None:
+    client.post("/api/v1/access-requests", json=request_body(electricity.dataset), headers=reuser)
+    grant = client.get("/api/v1/grants", headers=reuser).get_json()[0]["id"]
+    holder = oauth_headers("holder", "datasets:write", category=None)
+    notice = f"/api/v1/notices/{uuid.uuid4()}/deletion"
+    for headers, status in (({}, 401), (holder, 403)):
+        assert client.get(f"/api/v1/grants/{grant}/records", headers=headers).status_code == status
+        assert client.get("/api/v1/notices", headers=headers).status_code == status
+        assert client.post(notice, headers=headers).status_code == status
+        assert client.get("/api/v1/access-requests", headers=headers).status_code == status

@@ -71,6 +71,8 @@ def from_env(instance_path: str) -> dict[str, Any]:
         # The log's name in its checkpoints, for ever (default: <issuer host>/tiers/audit-log).
         "AUDIT_LOG_ORIGIN": env.get("TIERS_AUDIT_LOG_ORIGIN") or None,
         "AUDIT_MAX_SEAL_LAG": timedelta(seconds=float(env.get("TIERS_AUDIT_MAX_SEAL_LAG", "60"))),
+        "OUTBOUND_ALLOW_LOOPBACK": env.get("TIERS_OUTBOUND_LOOPBACK", "1") == "1",
+        "OUTBOUND_ALLOW_PRIVATE": env.get("TIERS_OUTBOUND_PRIVATE", "0") == "1",
     }
 
 
@@ -102,6 +104,11 @@ def defaults() -> dict[str, Any]:
         "AUDIT_LOG_ORIGIN": None,  # derived from ISSUER (audit.service.log_origin)
         "AUDIT_MAX_SEAL_LAG": timedelta(seconds=60),  # older unsealed leaves: releases get 503
         "GATEWAY_HOLDER_TIMEOUT": 10.0,  # seconds a holder may take per page: then 503
+        # Where Tiers' own requests may go (broker/service/outbound.py): never private or
+        # reserved addresses; the loopback for the demo and tests (TIERS_OUTBOUND_LOOPBACK=0
+        # in production).
+        "OUTBOUND_ALLOW_LOOPBACK": True,
+        "OUTBOUND_ALLOW_PRIVATE": False,
         "NOTICE_TIMEOUT": 5.0,  # seconds a recipient's webhook may take to acknowledge
         "NOTICE_MAX_ATTEMPTS": 8,  # then the notice is dead: the committee's dead-letter list
     }

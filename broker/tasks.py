@@ -10,7 +10,7 @@ import uuid
 from celery import shared_task
 from flask import current_app
 
-from broker.service import credentials, datasets, notices, tokens
+from broker.service import credentials, datasets, notices, outbound, tokens
 from common import outbox as _outbox  # noqa: F401  (registers common.relay_outbox)
 from common.db import unit_of_work
 from common.keyring import app_keyring
@@ -40,7 +40,7 @@ def probe_datasets() -> int:
     with unit_of_work() as session:
         targets = datasets.probe_targets(session)
     timeout = float(current_app.config.get("DATASET_PROBE_TIMEOUT", 3.0))
-    results = datasets.probe_all(targets, timeout=timeout)
+    results = datasets.probe_all(targets, timeout=timeout, rules=outbound.policy())
     with unit_of_work() as session:
         return datasets.record_health(session, targets, results)
 
@@ -68,7 +68,9 @@ def deliver_notice(notice_id: str) -> bool:
         )
         if attempt is None:
             return False
-        error = notices.send(attempt, timeout=float(config["NOTICE_TIMEOUT"]))
+        error = notices.send(
+            attempt, timeout=float(config["NOTICE_TIMEOUT"]), rules=outbound.policy()
+        )
         notices.record_attempt(
             session, attempt.notice_id, error, max_attempts=int(config["NOTICE_MAX_ATTEMPTS"])
         )

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from audit import service as audit
 from broker.models import Dataset, DatasetAuth, FieldType, Health, Organisation, Role
+from broker.service import outbound
 from broker.service.organisations import LOOPBACK_HOSTS, SLUG, url_problem
 from charter import service as charters
 from common.clock import utcnow
@@ -362,7 +363,9 @@ def _check(session: Session, holder: Organisation, data: Mapping[str, Any]) -> _
         ]
     fields, subject, time_field, personal = _schema(data.get("schema"), errors)
     endpoint = data.get("endpoint_url")
-    problem = url_problem(endpoint, what="endpoint URL", query=False)
+    problem = url_problem(endpoint, what="endpoint URL", query=False) or (
+        outbound.registration_problem(str(endpoint), outbound.policy())
+    )
     if problem:
         errors["endpoint_url"] = [problem]
     try:
@@ -587,11 +590,13 @@ class _NoRedirect(urlrequest.HTTPRedirectHandler):
         return None
 
 
-def probe(url: str, *, timeout: float) -> ProbeResult:
+def probe(url: str, *, timeout: float, rules: outbound.Policy) -> ProbeResult:
     """GET `url` once: up iff 200 with {"status": "ok"}. Never raises; reads at most 4 KiB."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):  # registration allows nothing else
         return ProbeResult(Health.DOWN, "unsupported scheme", utcnow())
+    if refused := outbound.connection_problem(url, rules):
+        return ProbeResult(Health.DOWN, refused, utcnow())
     handlers: list[urlrequest.BaseHandler] = [_NoRedirect()]
     if parts.hostname in LOOPBACK_HOSTS:
         handlers.append(urlrequest.ProxyHandler({}))  # loopback never goes through a proxy
@@ -617,13 +622,15 @@ def probe(url: str, *, timeout: float) -> ProbeResult:
     return ProbeResult(Health.UP, "HTTP 200", utcnow())
 
 
-def probe_all(urls: Iterable[str], *, timeout: float, workers: int = 8) -> dict[str, ProbeResult]:
+def probe_all(
+    urls: Iterable[str], *, timeout: float, rules: outbound.Policy, workers: int = 8
+) -> dict[str, ProbeResult]:
     """Probe services concurrently (no database here: never hold a transaction over I/O)."""
     urls = list(urls)
     if not urls:
         return {}
     with ThreadPoolExecutor(max_workers=min(workers, len(urls))) as pool:
-        results = pool.map(lambda url: probe(url, timeout=timeout), urls)
+        results = pool.map(lambda url: probe(url, timeout=timeout, rules=rules), urls)
         return dict(zip(urls, results, strict=True))
 
 

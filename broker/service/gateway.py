@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from anonymize.pseudonyms import Pseudonymiser
 from audit import service as audit
 from broker.models import AccessGrant, Dataset, DatasetAuth, GrantDelivery
-from broker.service import access
+from broker.service import access, outbound
 from broker.service.tokens import Issuer
 from common.clock import utcnow
 from common.errors import BadGatewayError, ConflictError, ServiceUnavailableError
@@ -95,6 +95,10 @@ class HolderConnection:
     """One keep-alive HTTP connection to a holder's service, for the pages of one read."""
 
     def __init__(self, url: str, timeout: float) -> None:
+        if outbound.connection_problem(url, outbound.policy()):
+            raise HolderAnswerError(
+                "The data holder's service is at an address Tiers does not call."
+            )
         parts = urlsplit(url)
         kind = (
             http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection

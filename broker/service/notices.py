@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from anonymize.pseudonyms import Pseudonymiser
 from audit import service as audit
 from broker.models import AccessGrant, Dataset, GrantDelivery, Notice, NoticeStatus, Organisation
+from broker.service import outbound
 from common.clock import as_utc, utcnow
 from common.errors import ConflictError, NotFoundError
 from common.keyring import Keyring, sign
@@ -145,8 +146,10 @@ def claim(
     return Attempt(notice.id, url, sign(claims, keyring.active(), typ=NOTICE_TYP))
 
 
-def send(attempt: Attempt, *, timeout: float) -> str | None:
+def send(attempt: Attempt, *, timeout: float, rules: outbound.Policy) -> str | None:
     """POST the notice; None when the recipient acknowledged it (2xx), else why not."""
+    if refused := outbound.connection_problem(attempt.url, rules):
+        return refused
     parts = urlsplit(attempt.url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = kind(parts.hostname or "", parts.port, timeout=timeout)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from audit import service as audit
 from broker.models import CommitteeMember, Organisation, Role
+from broker.service import outbound
 from charter import service as charters
 from charter.document import CharterDocument
 from common.clock import utcnow
@@ -140,7 +141,9 @@ def _check_resource_uri(
 ) -> None:
     if uri is None:
         return
-    problem = url_problem(uri, what="resource URI", query=False)
+    problem = url_problem(uri, what="resource URI", query=False) or (
+        outbound.registration_problem(uri, outbound.policy())
+    )
     if problem:
         errors["resource_uri"] = [problem]
         return
@@ -151,7 +154,12 @@ def _check_resource_uri(
 
 def _check_webhook(url: str | None, errors: dict[str, list[str]]) -> None:
     """Where signed notices go: https, or http on the loopback only (the demo, tests)."""
-    if url is not None and (problem := url_problem(url, what="webhook URL", query=True)):
+    if url is None:
+        return
+    problem = url_problem(url, what="webhook URL", query=True) or (
+        outbound.registration_problem(url, outbound.policy())
+    )
+    if problem:
         errors["webhook_url"] = [problem]
 
 

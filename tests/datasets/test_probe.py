@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from broker.models import Dataset, Health
-from broker.service import datasets, organisations
+from broker.service import datasets, organisations, outbound
 from broker.tasks import probe_datasets
 from tests.conftest import form_csrf, sign_in
 from tests.datasets.helpers import make_holder, open_body, personal_body
+
+LOCAL = outbound.Policy(loopback=True, private=False)
 
 
 class _Holder(BaseHTTPRequestHandler):
@@ -128,13 +130,13 @@ def test_one_probe_per_service_whatever_its_number_of_datasets(
 
 def test_a_redirect_is_not_followed(service):
     service.handler.answer = (302, b"")
-    result = datasets.probe(f"{service.url}/health", timeout=2)
+    result = datasets.probe(f"{service.url}/health", timeout=2, rules=LOCAL)
     assert result.health is Health.DOWN
     assert result.detail == "HTTP 302"
 
 
 def test_an_unresolvable_host_is_down_without_raising():
-    result = datasets.probe("https://nowhere.invalid/health", timeout=1)
+    result = datasets.probe("https://nowhere.invalid/health", timeout=1, rules=LOCAL)
     assert result.health is Health.DOWN
 
 

@@ -177,6 +177,16 @@ class CommitteeMember(HasId, Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
 
+class OrganisationMember(HasId, Base):
+    """A portal account that acts for one organisation on its pages (an observatory's
+    statistics, say): `tiers member add EMAIL SLUG`. One organisation per account."""
+
+    __tablename__ = "organisation_member"
+    citizen_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("citizen.id"), unique=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
 # --- holders' datasets (issue #5) --------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/tiers_test
 REDIS_URL ?= redis://127.0.0.1:6379/15
 TRANSLATIONS := broker/translations
 
-.PHONY: install translations services chromium lint test test-sqlite test-postgres demo bench clean
+.PHONY: install translations services chromium lint test test-sqlite test-postgres coverage demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -46,6 +46,10 @@ lint: install
 
 # The embedded default: SQLite, tasks run eagerly in-process (every test but the system tier).
 test-sqlite: install translations chromium
+	$(BIN)/pytest -m "not system"
+
+# The embedded tier again, measuring coverage (tracing slows it by about a third: not in CI).
+coverage: install translations chromium
 	$(BIN)/pytest -m "not system" --cov --cov-report=term
 
 # PostgreSQL, Redis and a real Celery worker: the whole suite, system tier included.

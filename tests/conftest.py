@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, text
@@ -32,6 +33,13 @@ from charter import service as charters  # noqa: E402
 from common import migrations  # noqa: E402
 from common.db import make_engine  # noqa: E402
 from consent import accounts  # noqa: E402
+
+# Argon2id at its production cost (64 MiB, 3 passes) takes 0.1 to 1 s a hash on a CI machine,
+# and the suite signs up and signs in hundreds of citizens. Tests hash with the same algorithm
+# at the lowest cost; tests/consent/test_password_cost.py checks the production parameters.
+PRODUCTION_HASHER = accounts._hasher
+accounts._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+accounts._DUMMY_HASH = accounts._hasher.hash("a password nobody has")
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARTER = ROOT / "examples" / "charter.yaml"

@@ -30,7 +30,7 @@ if not os.environ.get("TIERS_SYSTEM"):
 from broker.app import create_app  # noqa: E402
 from broker.config import celery_settings, defaults  # noqa: E402
 from charter import service as charters  # noqa: E402
-from common import migrations  # noqa: E402
+from common import migrations, tasks  # noqa: E402
 from common.db import make_engine  # noqa: E402
 from consent import accounts  # noqa: E402
 
@@ -96,26 +96,63 @@ def session_factory(connection: Connection) -> sessionmaker[Session]:
 
 
 def _app(session_factory: sessionmaker[Session]) -> Flask:
+    """A new app joined to the test's transaction (for a test that must change its routes)."""
     app = create_app(settings())
     app.extensions["db.sessionmaker"] = session_factory  # requests and tasks join the test
     return app
 
 
+@dataclass
+class _Built:
+    """An app built once per run, and what a test may change of it, restored for the next."""
+
+    app: Flask
+    config: dict[str, Any]
+    extensions: dict[str, Any]
+
+    def for_test(self, session_factory: sessionmaker[Session]) -> Flask:
+        self.app.config.clear()
+        self.app.config.update(self.config)
+        self.app.extensions.clear()
+        self.app.extensions.update(self.extensions)
+        self.app.extensions["db.sessionmaker"] = session_factory  # requests and tasks join
+        return self.app
+
+
+def _build() -> _Built:
+    app = create_app(settings())
+    return _Built(app, dict(app.config), dict(app.extensions))
+
+
+@pytest.fixture(scope="session")
+def _apps() -> tuple[_Built, _Built]:
+    """Building an app (blueprints, OpenAPI, routes) costs more than most tests: the two apps
+    of `arranging_app` and `app` are built once, and each test gets them back with their
+    settings and extensions as built. A test that adds routes builds its own (`_app`)."""
+    return _build(), _build()
+
+
 @pytest.fixture
-def arranging_app(session_factory: sessionmaker[Session]) -> Iterator[Flask]:
+def arranging_app(
+    _apps: tuple[_Built, _Built], session_factory: sessionmaker[Session]
+) -> Iterator[Flask]:
     """A twin app whose context stays pushed while the test arranges and asserts.
 
     It is a different app object on purpose: Flask reuses a pushed context of the *same* app
     for requests, which would share `g` (session, citizen) between the test and its requests.
     """
-    twin = _app(session_factory)
+    twin = _apps[0].for_test(session_factory)
     with twin.app_context():
         yield twin
 
 
 @pytest.fixture
-def app(arranging_app: Flask, session_factory: sessionmaker[Session]) -> Flask:
-    return _app(session_factory)  # made last: eager Celery tasks run in its contexts
+def app(
+    arranging_app: Flask, _apps: tuple[_Built, _Built], session_factory: sessionmaker[Session]
+) -> Flask:
+    app = _apps[1].for_test(session_factory)
+    tasks.celery_init_app(app)  # eager Celery tasks run in its contexts (made "last")
+    return app
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
 
 from audit import merkle, notes
 from audit import service as audit
@@ -21,6 +22,7 @@ from common.auth import public
 from common.clock import frozen, utcnow
 from common.db import get_session
 from tests.audit.test_log import hash_leaf, mth, verify_consistency, verify_inclusion
+from tests.conftest import _app
 
 BASE = "/api/v1/audit"
 
@@ -156,8 +158,12 @@ def test_the_leaves_are_for_auditors_and_paginated(client, session, oauth_header
         assert response.get_json()["errors"]
 
 
-def test_a_release_refused_by_the_guard_is_a_503_with_retry_after(app: Flask, client, session):
-    """No data release exists yet (issues #5, #6); a stand-in route calls the guard as they will."""
+def test_a_release_refused_by_the_guard_is_a_503_with_retry_after(
+    app: Flask, session_factory: sessionmaker[Session], session: Session
+) -> None:
+    """A stand-in route calls the guard as release endpoints do (its own app: it adds a route)."""
+    app = _app(session_factory)
+    client = app.test_client()
 
     @public
     def release() -> dict[str, str]:

@@ -77,8 +77,13 @@ class StagedRecord(Base):
     """One record pulled for an aggregate purpose, in integer fixed point.
 
     `month_index` is year * 12 + month - 1 in the territory's time zone: time buckets of
-    releases are whole months, quarters or years. `valid_until` is when the consent it came
-    under ends; `expires_at` is the end of the charter's retention for the purpose.
+    releases are whole months, quarters or years. `recipient` is the recipient the consent
+    it came under names (an organisation's slug, or a reuser category, as consents name
+    them): a release by one reuser counts only rows staged under consents naming it. A
+    citizen who consented for two recipients has one copy of their rows per recipient, and a
+    release reads one recipient's copy only (service._recipient), never both.
+    `valid_until` is when that consent ends; `expires_at` is the end of the charter's
+    retention for the purpose.
     """
 
     __tablename__ = "dp_staged_record"
@@ -90,6 +95,7 @@ class StagedRecord(Base):
     dataset_id: Mapped[uuid.UUID]
     purpose: Mapped[str] = mapped_column(String(64))
     subject_id: Mapped[uuid.UUID]
+    recipient: Mapped[str] = mapped_column(String(64))
     month_index: Mapped[int] = mapped_column(Integer)
     area: Mapped[str] = mapped_column(String(64))
     category: Mapped[str] = mapped_column(String(64), default="")
@@ -142,6 +148,23 @@ class BudgetCharge(HasId, Base):
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("dp_budget_account.id"), index=True)
     release_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("dp_release.id"), index=True)
     rho: Mapped[Decimal] = mapped_column(ExactDecimal())
+
+
+class Contribution(Base):
+    """How many releases one citizen's rows entered in one charter period, and their rho.
+
+    A counter per (citizen, period), bumped by one set-based upsert in the release's own
+    transaction: bounded by citizens x periods whatever the number of releases. rho is kept
+    in integer units of 1e-12 (RHO_PLACES), so the sum is exact on every database. It is
+    the citizen's own data: it goes with their erasure (service.erase_subject).
+    """
+
+    __tablename__ = "dp_contribution"
+    subject_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    releases: Mapped[int] = mapped_column(Integer)
+    rho_units: Mapped[int] = mapped_column(BigInteger)  # rho * 10**RHO_PLACES
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 @event.listens_for(Release, "before_update")

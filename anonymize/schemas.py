@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-MEASURES = ("count", "sum", "mean")
+MEASURES = ("count", "sum", "mean", "histogram", "quantile")
 BUCKETS = ("month", "quarter", "year", "all")
 _POSITIVE = validate.Range(min=Decimal(0), min_inclusive=False, error="Must be > 0.")
 _ID = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", error="Use 1 to 64 of A-Z a-z 0-9 . _ -")
@@ -46,7 +46,54 @@ class ReleaseIn(Schema):
         allow_none=True,
         strict=True,
         validate=validate.Range(min=1, max=5000),
-        metadata={"description": "Cells one citizen may add to (default: the time buckets)."},
+        metadata={
+            "description": "Cells one citizen may add to (default: the time buckets, times "
+            "the categories when grouping by category)."
+        },
+    )
+    areas = fields.List(
+        fields.String(validate=_ID),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": "Only these areas of the partition (public ids)."},
+    )
+    categories = fields.List(
+        fields.String(validate=_ID),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": "Only these of the dataset's public categories."},
+    )
+    bins = fields.List(
+        fields.Decimal(allow_nan=False),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=2, max=101),
+        metadata={"description": "Histogram: increasing bin edges, in the dataset's unit."},
+    )
+    bin_count = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(min=1, max=100),
+        metadata={"description": "Histogram: equal bins between the dataset's bounds."},
+    )
+    quantiles = fields.List(
+        fields.Decimal(
+            allow_nan=False,
+            validate=validate.Range(
+                min=Decimal(0),
+                max=Decimal(1),
+                min_inclusive=False,
+                max_inclusive=False,
+                error="Must be between 0 and 1 (excluded).",
+            ),
+        ),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=10),
+        metadata={"description": "Quantiles (e.g. 0.5, 0.9) read off the histogram."},
     )
 
     @validates_schema

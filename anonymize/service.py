@@ -8,19 +8,17 @@ noise drawn; the release is stored and audited. Nothing commits here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import date
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from anonymize import noise, pushdown
+from anonymize import accounting, noise, pushdown, results, specs
 from anonymize.ledger import (
     POPULATION,
     REUSER,
@@ -32,6 +30,7 @@ from anonymize.ledger import (
     period_of,
 )
 from anonymize.models import BudgetCharge, DpDataset, Release
+from anonymize.specs import MAX_CELLS, MEASURES, ReleaseSpec
 from anonymize.staging import (
     DatasetProfile,
     Record,
@@ -43,13 +42,17 @@ from anonymize.staging import (
 )
 from audit import service as audit
 from charter import service as charters
+from charter.document import Purpose
 from charter.service import Charter
 from common.clock import utcnow
 from common.errors import ForbiddenError, InvalidInputError, NotFoundError
 
 __all__ = [
+    "MAX_CELLS",
+    "MEASURES",
     "BudgetExceededError",
     "Budgets",
+    "Contributions",
     "DatasetProfile",
     "Record",
     "Release",
@@ -57,9 +60,11 @@ __all__ = [
     "ReleaseSpec",
     "Requester",
     "budgets",
+    "contributions",
     "csv_rows",
     "drop_subject",
     "drop_subjects",
+    "erase_subject",
     "get_release",
     "list_releases",
     "public_ledger",
@@ -69,49 +74,9 @@ __all__ = [
     "staged_subjects",
 ]
 
-MEASURES = ("count", "sum", "mean")
-BUCKETS = {"month": 1, "quarter": 3, "year": 12}
-MAX_CELLS = 5000  # cells in one release: bounds the output and the work, whatever the spec
-LOW_ACCURACY = 0.5  # flag a value whose 95 % half-width exceeds half of its magnitude
+LOW_ACCURACY = results.LOW_ACCURACY
 RELEASE_EVENT = "anonymize:release:create"
 DELTA = noise.DELTA
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseSpec:
-    """What an observatory asks: a measure over public keys, and the privacy loss it spends.
-
-    Exactly one of `rho` (zCDP, discrete Gaussian) or `epsilon` (pure DP, discrete Laplace).
-    Time runs from `start` (inclusive) to `end` (exclusive), both first days of a month, in
-    buckets of `bucket` ("month", "quarter", "year" or "all"). `partition` names one of the
-    charter territory's partitions (public keys), `by_category` the dataset's public list.
-    """
-
-    dataset_id: uuid.UUID
-    purpose: str
-    measure: str
-    start: date
-    end: date
-    bucket: str = "month"
-    partition: str | None = None
-    by_category: bool = False
-    rho: Decimal | None = None
-    epsilon: Decimal | None = None
-    max_cells: int | None = None
-
-    def canonical(self) -> dict[str, Any]:
-        """The spec as JSON, one form per meaning (its hash makes releases idempotent)."""
-        out = asdict(self)
-        for name in ("dataset_id", "start", "end"):
-            out[name] = str(out[name])
-        for name in ("rho", "epsilon"):
-            if out[name] is not None:
-                out[name] = str(Decimal(out[name]).normalize())
-        return out
-
-    def request_hash(self) -> str:
-        body = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,186 +146,46 @@ def _caps(charter: Charter, requester: Requester, period: str) -> dict[AccountKe
     }
 
 
-def _months(value: date) -> int:
-    return value.year * 12 + value.month - 1
-
-
-def _grid(spec: ReleaseSpec, charter: Charter, profile: DpDataset) -> pushdown.Grid:
-    """The public key set and the contribution bounds; InvalidInputError names the field."""
-    problems: dict[str, list[str]] = {}
-    if spec.measure not in MEASURES:
-        problems["measure"] = [f"one of {', '.join(MEASURES)}"]
-    start, end = _months(spec.start), _months(spec.end)
-    if spec.start.day != 1 or spec.end.day != 1:
-        problems["start"] = ["start and end are first days of a month"]
-    elif end <= start:
-        problems["end"] = ["end comes after start"]
-    width = max(end - start, 1) if spec.bucket == "all" else BUCKETS.get(spec.bucket, 1)
-    if spec.bucket not in (*BUCKETS, "all"):
-        problems["bucket"] = ["one of month, quarter, year, all"]
-    elif end > start and (end - start) % width:
-        problems["end"] = [f"the period is a whole number of {spec.bucket}s"]
-    elif spec.bucket in ("quarter", "year") and start % width:
-        problems["start"] = [
-            f"a {spec.bucket} starts in month {1 if width == 12 else '1, 4, 7 or 10'}"
-        ]
-    areas = None
-    if spec.partition is not None:
-        partition = charter.doc.territory.partitions.get(spec.partition)
-        if not partition:
-            known = ", ".join(sorted(charter.doc.territory.partitions)) or "none"
-            problems["partition"] = [f"not a partition of the territory (known: {known})"]
-        else:
-            areas = tuple(p.id for p in partition)
-    categories = None
-    if spec.by_category:
-        if not profile.categories:
-            problems["by_category"] = ["this dataset declares no public categories"]
-        categories = tuple(profile.categories)
-    if problems:
-        raise InvalidInputError("The release spec is not valid.", fields=problems)
-    buckets = (end - start) // width
-    cells = buckets * len(areas or ("",)) * len(categories or ("",))
-    if cells > MAX_CELLS:
-        raise InvalidInputError(
-            f"A release has at most {MAX_CELLS} cells; this one would have {cells}.",
-            fields={"bucket": ["coarser buckets, a shorter period or fewer keys"]},
-        )
-    max_cells = spec.max_cells if spec.max_cells is not None else buckets
-    if not 1 <= max_cells <= cells:
-        raise InvalidInputError(
-            "max_cells is between 1 and the number of cells.",
-            fields={"max_cells": [f"between 1 and {cells}"]},
-        )
-    return pushdown.Grid(
-        dataset_id=profile.dataset_id,
-        purpose=spec.purpose,
-        start_month=start,
-        width=width,
-        buckets=buckets,
-        areas=areas,
-        categories=categories,
-        lower=profile.lower,
-        upper=profile.upper,
-        max_cells=max_cells,
-        at=utcnow(),
-    )
-
-
-def _bucket_label(grid: pushdown.Grid, bucket: int, kind: str) -> str:
-    first = grid.start_month + bucket * grid.width
-    year, month = divmod(first, 12)
-    if kind == "year":
-        return f"{year}"
-    if kind == "quarter":
-        return f"{year}-Q{month // 3 + 1}"
-    if kind == "month":
-        return f"{year}-{month + 1:02d}"
-    last_year, last_month = divmod(first + grid.width - 1, 12)
-    return f"{year}-{month + 1:02d}/{last_year}-{last_month + 1:02d}"
-
-
-def _calibrate(spec: ReleaseSpec, grid: pushdown.Grid, cells: int) -> dict[str, noise.Calibrated]:
+def _calibrate(spec: ReleaseSpec, grid: pushdown.Grid) -> dict[str, noise.Calibrated]:
     """One measurement per released vector, the budget split evenly between them. The
-    sensitivity follows from the bounds (anchors-dp.md §5.1): a citizen changes at most
-    `max_cells` cells, each count by 1 and each sum by max(|lower|, |upper|)."""
+    sensitivity follows from the bounds (anchors-dp.md §5.1, docs/privacy.md): a citizen
+    changes at most `max_cells` cells, each count by 1 and each sum by max(|lower|,
+    |upper|); in a histogram, one bin count by 1 in each of those cells."""
     bound = max(abs(grid.lower), abs(grid.upper), 1)
-    vectors = {"count": 1} if spec.measure == "count" else {"count": 1, "sum": bound}
+    vectors: dict[str, tuple[int, int]]  # name -> (size, change per cell)
+    if grid.edges is not None:
+        vectors = {"histogram": (grid.cells * grid.bins, 1)}
+    elif spec.measure == "count":
+        vectors = {"count": (grid.cells, 1)}
+    else:
+        vectors = {"count": (grid.cells, 1), "sum": (grid.cells, bound)}
     share = len(vectors)
     out: dict[str, noise.Calibrated] = {}
-    for name, per_cell in vectors.items():
+    for name, (size, per_cell) in vectors.items():
         if spec.epsilon is not None:
             out[name] = noise.laplace(
-                cells, l1_sensitivity=grid.max_cells * per_cell, epsilon=spec.epsilon / share
+                size, l1_sensitivity=grid.max_cells * per_cell, epsilon=spec.epsilon / share
             )
         else:
             out[name] = noise.gaussian(
-                cells,
+                size,
                 l2_sensitivity=noise.l2_bound(grid.max_cells, per_cell),
                 rho=(spec.rho or Decimal(0)) / share,
             )
     return out
 
 
-def _value(noisy: int, half: float, scale: int) -> dict[str, Any]:
-    value = noisy / scale
-    width = half / scale
-    return {
-        "value": value,
-        "ci95": [value - width, value + width],
-        "low_accuracy": width > LOW_ACCURACY * abs(value),
-    }
+def _recipient(requester: Requester, purpose: Purpose) -> str:
+    """The one recipient, as consents name it, whose staged rows this release reads.
 
-
-def _mean(count: int, total: int, half_n: float, half_s: float, scale: int) -> dict[str, Any]:
-    """Noisy sum / noisy count, with an interval from the two 97.5 % intervals (together at
-    least 95 %, Bonferroni) by interval arithmetic; open when the count's may reach zero."""
-    value = total / scale / count if count > 0 else None
-    low_n, high_n = count - half_n, count + half_n
-    if low_n <= 0 or value is None:
-        return {"value": value, "ci95": None, "low_accuracy": True}
-    lo_s, hi_s = (total - half_s) / scale, (total + half_s) / scale
-    candidates = [lo_s / low_n, lo_s / high_n, hi_s / low_n, hi_s / high_n]
-    lo, hi = min(candidates), max(candidates)
-    return {
-        "value": value,
-        "ci95": [lo, hi],
-        "low_accuracy": (hi - lo) / 2 > LOW_ACCURACY * abs(value),
-    }
-
-
-def _result(
-    spec: ReleaseSpec,
-    grid: pushdown.Grid,
-    profile: DpDataset,
-    measured: dict[str, noise.Calibrated],
-    noisy: dict[str, list[int]],
-    min_cohort: int,
-) -> dict[str, Any]:
-    half = {name: m.half_width(0.05) for name, m in measured.items()}
-    half_bonf = {name: m.half_width(0.025) for name, m in measured.items()}
-    out_cells = []
-    for index, (bucket, area, category) in enumerate(grid.keys()):
-        n = noisy["count"][index]
-        # Suppression reads the *noisy* count (post-processing): never the true one.
-        suppressed = n < min_cohort
-        cell: dict[str, Any] = {
-            "time": _bucket_label(grid, bucket, spec.bucket),
-            "area": area or None,
-            "category": category or None,
-            "suppressed": suppressed,
-        }
-        if not suppressed:
-            cell["count"] = _value(n, half["count"], 1)
-            if "sum" in noisy:
-                s = noisy["sum"][index]
-                if spec.measure == "sum":
-                    cell["sum"] = _value(s, half["sum"], profile.scale)
-                else:
-                    cell["mean"] = _mean(n, s, half_bonf["count"], half_bonf["sum"], profile.scale)
-        out_cells.append(cell)
-    return {
-        "unit": profile.unit,
-        "measure": spec.measure,
-        "keys": {
-            "time": [_bucket_label(grid, b, spec.bucket) for b in range(grid.buckets)],
-            "area": list(grid.areas) if grid.areas is not None else None,
-            "category": list(grid.categories) if grid.categories is not None else None,
-        },
-        "bounds": {"lower": profile.lower / profile.scale, "upper": profile.upper / profile.scale},
-        "max_cells_per_citizen": grid.max_cells,
-        "min_cohort": min_cohort,
-        "noise": {
-            name: {
-                "mechanism": m.mechanism,
-                "scale": m.scale / (1 if name == "count" else profile.scale),
-                "ci95_half_width": half[name] / (1 if name == "count" else profile.scale),
-                "rho": str(m.rho),
-            }
-            for name, m in measured.items()
-        },
-        "cells": out_cells,
-    }
+    A purpose's consents name either organisations (slugs) or reuser categories, so a
+    requester (one slug, one category) matches one (should a slug equal a category, the
+    purpose's first). Never more than one: a citizen who consented for two recipients has
+    a copy of their rows for each, and reading both would count them twice."""
+    allowed = [r for r in purpose.recipient_ids if r in requester.recipients]
+    if not allowed:
+        raise ForbiddenError(f"The purpose {purpose.id} does not name you as a recipient.")
+    return allowed[0]
 
 
 def release(
@@ -398,12 +223,11 @@ def release(
         raise NotFoundError("No dataset staged for releases under this id.")
     if "aggregate" not in purpose.modes or profile.data_category not in purpose.data_categories:
         raise ForbiddenError(f"The purpose {purpose.id} does not allow statistics on this data.")
-    if not set(requester.recipients) & set(purpose.recipient_ids):
-        raise ForbiddenError(f"The purpose {purpose.id} does not name you as a recipient.")
+    recipient = _recipient(requester, purpose)
     _require_grant(session, spec, requester, grants)
-    grid = _grid(spec, charter, profile)
-    cells = len(grid.keys())
-    measured = _calibrate(spec, grid, cells)
+    grid = specs.grid(spec, charter, profile, recipient)
+    cells = grid.cells
+    measured = _calibrate(spec, grid)
     rho = sum((m.rho for m in measured.values()), Decimal(0))
     cap = charter.doc.privacy.rho_cap_per_release
     if rho > cap:
@@ -415,9 +239,8 @@ def release(
     period = period_of(grid.at, charter.doc.privacy.period)
     accounts = charge(session, _caps(charter, requester, period), rho)  # before any noise
     exact = pushdown.aggregate(session, grid)
-    noisy = {"count": measured["count"](exact.counts)}
-    if "sum" in measured:
-        noisy["sum"] = measured["sum"](exact.sums)
+    vectors = {"count": exact.counts, "sum": exact.sums, "histogram": exact.histogram or []}
+    noisy = {name: measurement(vectors[name]) for name, measurement in measured.items()}
     pure = spec.epsilon is not None
     row = Release(
         id=uuid.uuid4(),
@@ -432,10 +255,12 @@ def release(
         epsilon=float(spec.epsilon) if pure and spec.epsilon else noise.epsilon_at(rho),
         delta=0.0 if pure else noise.DELTA,
         spec=spec.canonical(),
-        result=_result(spec, grid, profile, measured, noisy, charter.doc.privacy.min_cohort),
+        result=results.build(spec, grid, profile, measured, noisy, charter.doc.privacy.min_cohort),
     )
     session.add(row)
     session.flush()
+    # Same transaction: whose rows entered the exact aggregate, counted set-based.
+    contributors = accounting.record(session, grid, period=period, rho=rho)
     session.add_all(BudgetCharge(account_id=a.id, release_id=row.id, rho=rho) for a in accounts)
     audit.append(
         session,
@@ -449,6 +274,7 @@ def release(
             "rho": str(rho),
             "period": period,
             "cells": cells,
+            "contributors": contributors,
         },
         request_hash=request_hash,
     )
@@ -474,30 +300,10 @@ def list_releases(session: Session, requester: Requester, *, limit: int = 100) -
     ).all()
 
 
-def _csv(value: float | None) -> str:
-    return "" if value is None else repr(value)
-
-
 def csv_rows(row: Release) -> list[list[str]]:
-    """A release as CSV rows (header first): one line per cell, every key, value and interval;
-    suppressed cells keep their line with empty values."""
-    result = row.result
-    names = [n for n in ("count", "sum", "mean") if n == "count" or n == result["measure"]]
-    header = ["time", "area", "category", "suppressed"]
-    for name in names:
-        header += [name, f"{name}_ci95_low", f"{name}_ci95_high", f"{name}_low_accuracy"]
-    lines = [header]
-    for cell in result["cells"]:
-        line = [cell["time"], cell["area"] or "", cell["category"] or "", str(cell["suppressed"])]
-        for name in names:
-            found = cell.get(name)
-            if found is None:
-                line += ["", "", "", ""]
-                continue
-            low, high = found["ci95"] or (None, None)
-            line += [_csv(found["value"]), _csv(low), _csv(high), str(found["low_accuracy"])]
-        lines.append(line)
-    return lines
+    """A release as CSV rows (header first): one line per cell (per cell and bin, or per
+    cell and quantile), every key, value and interval; suppressed cells keep their lines."""
+    return results.csv_rows(row.result)
 
 
 def budgets(session: Session, requester: Requester) -> Budgets:
@@ -547,3 +353,36 @@ def public_ledger(session: Session) -> PublicLedger | None:
 def epsilon_at(rho: Decimal) -> float:
     """The epsilon a rho-zCDP loss means at the ledger's delta (OpenDP's conversion)."""
     return noise.epsilon_at(rho) if rho > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """What a citizen's own data went into in one charter period: how many releases, and
+    the privacy loss those releases spent (rho; epsilon at `delta`, OpenDP's conversion)."""
+
+    period: str
+    releases: int
+    rho: Decimal
+    epsilon: float
+    delta: float
+
+
+def contributions(
+    session: Session, subject_id: uuid.UUID, *, at: datetime | None = None
+) -> Contributions:
+    """The releases a citizen's staged rows entered in the charter period holding `at` (now
+    by default), and their privacy loss: zeros when none (or before the first charter)."""
+    charter = charters.current_or_none(session)
+    when = at or utcnow()
+    period = period_of(when, charter.doc.privacy.period if charter else "year")
+    releases, rho = accounting.read(session, subject_id, period)
+    if releases == 0:
+        return Contributions(period, 0, Decimal(0), 0.0, 0.0)
+    return Contributions(period, releases, rho, epsilon_at(rho), DELTA)
+
+
+def erase_subject(session: Session, subject_id: uuid.UUID) -> int:
+    """A citizen's erasure: their staged rows of every purpose and their per-period release
+    counters go (both are their own data); the releases already made stay, being aggregates
+    that no longer say anything of them. Returns the rows deleted; idempotent."""
+    return drop_subject(session, subject_id) + accounting.erase(session, subject_id)

@@ -58,7 +58,8 @@ class DatasetProfile:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record as the ingestion hands it over: whose (Tiers' id), when, how much, where."""
+    """One record as the ingestion hands it over: whose (Tiers' id), when, how much, where,
+    and the recipient the consent it comes under names (else the call's `recipient`)."""
 
     subject_id: uuid.UUID
     time: datetime | date
@@ -66,6 +67,7 @@ class Record:
     area: str
     category: str = ""
     valid_until: datetime | None = None  # this citizen's consent's end (else the call's)
+    recipient: str | None = None  # an organisation's slug or a reuser category
 
 
 def month_index(when: datetime | date) -> int:
@@ -103,14 +105,17 @@ def stage_records(
     *,
     retention_days: int | None = None,
     valid_until: datetime | None = None,
+    recipient: str | None = None,
 ) -> int:
     """Stage records for `purpose` (already filtered to consenting citizens); returns how many.
 
     Values become integers in the dataset's fixed point. Records are kept for the purpose's
     retention in the charter in force (or `retention_days`); `valid_until` (the consent's
     end; a record's own `valid_until` wins) keeps a release from using them afterwards.
-    Tuples are read as (subject_id, time, value, area[, category[, valid_until]]).
-    InvalidInputError for an unknown purpose.
+    Each row records the recipient its consent names (a record's own `recipient` wins over
+    the call's): a release by one reuser reads only rows staged for it. Tuples are read as
+    (subject_id, time, value, area[, category[, valid_until[, recipient]]]).
+    InvalidInputError for an unknown purpose or a record without a recipient.
     """
     if retention_days is None:
         found = charters.current(session).doc.purpose(purpose)
@@ -129,11 +134,15 @@ def stage_records(
             raise InvalidInputError("Records are keyed by Tiers' subject id (a UUID).")
         if record.category and record.category not in allowed:
             raise InvalidInputError(f"Category {record.category!r} is not declared.")
+        named = record.recipient or recipient
+        if not named:
+            raise InvalidInputError("A staged record names the recipient of its consent.")
         rows.append(
             {
                 "dataset_id": dataset.dataset_id,
                 "purpose": purpose,
                 "subject_id": record.subject_id,
+                "recipient": named,
                 "month_index": month_index(record.time),
                 "area": record.area,
                 "category": record.category,
@@ -152,30 +161,46 @@ def stage_records(
     return count
 
 
-def drop_subject(session: Session, subject_id: uuid.UUID, purpose: str | None = None) -> int:
-    """Delete a citizen's staged rows for `purpose` (every purpose if None); effective at
-    commit, so no release after the withdrawal's commit can use them. Idempotent."""
+def drop_subject(
+    session: Session,
+    subject_id: uuid.UUID,
+    purpose: str | None = None,
+    *,
+    recipient: str | None = None,
+) -> int:
+    """Delete a citizen's staged rows for `purpose` (every purpose if None), for the
+    consents naming `recipient` (every recipient if None); effective at commit, so no
+    release after the withdrawal's commit can use them. Idempotent."""
     statement = delete(StagedRecord).where(StagedRecord.subject_id == subject_id)
     if purpose is not None:
         statement = statement.where(StagedRecord.purpose == purpose)
+    if recipient is not None:
+        statement = statement.where(StagedRecord.recipient == recipient)
     return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
 def drop_subjects(
-    session: Session, dataset_id: uuid.UUID, purpose: str, subject_ids: Collection[uuid.UUID]
+    session: Session,
+    dataset_id: uuid.UUID,
+    purpose: str,
+    subject_ids: Collection[uuid.UUID],
+    *,
+    recipient: str | None = None,
 ) -> int:
-    """Delete these citizens' staged rows of one dataset and purpose: an ingestion replaces
-    what it staged before for them (run twice, it stages once). Idempotent."""
+    """Delete these citizens' staged rows of one dataset and purpose (for one recipient's
+    consents only, if given): an ingestion replaces what it staged before for them (run
+    twice, it stages once). Idempotent."""
     deleted = 0
     ids = list(subject_ids)
     for start in range(0, len(ids), _IN_LIST):
-        result = session.execute(
-            delete(StagedRecord).where(
-                StagedRecord.dataset_id == dataset_id,
-                StagedRecord.purpose == purpose,
-                StagedRecord.subject_id.in_(ids[start : start + _IN_LIST]),
-            )
+        statement = delete(StagedRecord).where(
+            StagedRecord.dataset_id == dataset_id,
+            StagedRecord.purpose == purpose,
+            StagedRecord.subject_id.in_(ids[start : start + _IN_LIST]),
         )
+        if recipient is not None:
+            statement = statement.where(StagedRecord.recipient == recipient)
+        result = session.execute(statement)
         deleted += int(result.rowcount)  # type: ignore[attr-defined]
     return deleted
 

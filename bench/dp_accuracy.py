@@ -5,7 +5,7 @@ Demo-like data (household electricity as the demo holder serves it, clamped with
 the ingestion derives from the demo schema: 288,000 Wh a day x 31 = 8,928,000 Wh per
 citizen-month) goes through the engine's own steps: anonymize.pushdown.aggregate_frame (the
 exact, contribution-bounded part), anonymize.service._calibrate (the sensitivities and the
-budget split a release uses), OpenDP's noise on the vectors, and anonymize.service._result
+budget split a release uses), OpenDP's noise on the vectors, and anonymize.results.build
 (intervals, low-accuracy flags, suppression). Only the ledger and the audit are left out:
 they do not touch the numbers. Prints a Markdown table for docs/privacy.md.
 
@@ -115,12 +115,13 @@ def _spec(measure: str, rho: Decimal | None, epsilon: Decimal | None) -> Any:
 
 
 def measure(repetitions: int) -> list[dict[str, Any]]:
-    from anonymize import pushdown, service
+    from anonymize import pushdown, results, service
     from anonymize.models import DpDataset
 
     grid = pushdown.Grid(
         dataset_id=DATASET_ID,
         purpose="bench",
+        recipient="bench",
         start_month=START_MONTH,
         width=1,
         buckets=MONTHS,
@@ -141,23 +142,23 @@ def measure(repetitions: int) -> list[dict[str, Any]]:
         upper=UPPER_WH,
         categories=[],
     )
-    exact = pushdown._align(grid, pushdown.aggregate_frame(demo_frame(), grid))
+    exact = pushdown.aggregate_frame(demo_frame(), grid)
     keys = grid.keys()
     rows = []
     for label, rho, epsilon in SETTINGS:
         # a "mean" release draws the count and the sum vectors: every measure is read off it
         spec = _spec("mean", rho, epsilon)
-        measured = service._calibrate(spec, grid, len(keys))
+        measured = service._calibrate(spec, grid)
         errors: dict[tuple[int, str], list[float]] = {}
         covered: dict[tuple[int, str], list[bool]] = {}
         flagged: dict[tuple[int, str], list[bool]] = {}
         suppressed: dict[int, list[bool]] = {}
         for _ in range(repetitions):
             noisy = {name: m(getattr(exact, name + "s")) for name, m in measured.items()}
-            sums = service._result(
+            sums = results.build(
                 _spec("sum", rho, epsilon), grid, profile, measured, noisy, MIN_COHORT
             )["cells"]
-            means = service._result(spec, grid, profile, measured, noisy, MIN_COHORT)["cells"]
+            means = results.build(spec, grid, profile, measured, noisy, MIN_COHORT)["cells"]
             for i, (_, area, _) in enumerate(keys):
                 size = SIZES[int(area[1:])]
                 n, s = exact.counts[i], exact.sums[i]

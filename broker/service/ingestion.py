@@ -8,7 +8,9 @@ data is staged, since staged rows are per purpose, not per recipient.
 Whose: citizens holding an aggregate-mode consent in force for the purpose, naming any
 recipient the purpose allows (its reuser categories, or its named reusers), that covers the
 dataset, and who are linked to the holder. Records are keyed by Tiers' subject id, never the
-holder's identifier, which is only used to ask the holder and is dropped at once.
+holder's identifier, which is only used to ask the holder and is dropped at once. Each
+staged row names the recipient of the consent it comes under: a citizen who consented for
+two recipients is staged once for each, and a release by one reuser reads its own copy only.
 
 How: the gateway's holder protocol (docs/holder-protocol.md), a Tiers-signed token for the
 holder's resource only, page by page (memory stays flat). Citizens go in batches of at most
@@ -94,7 +96,7 @@ class Plan:
     area_field: str | None
     areas: frozenset[str]
     refs: dict[str, uuid.UUID]  # the holder's identifier -> Tiers' subject id
-    valid_until: dict[uuid.UUID, datetime]  # citizen -> end of their consent
+    valid_until: dict[uuid.UUID, dict[str, datetime]]  # citizen -> recipient -> consent's end
     swept: int  # staged citizens dropped because their consent is no longer in force
 
 
@@ -218,9 +220,12 @@ def profile_of(dataset: Dataset, value: Mapping[str, Any]) -> releases.DatasetPr
 # --- planning: who, in one short transaction -------------------------------------------------
 
 
-def _in_force(session: Session, purpose: Purpose, dataset: Dataset) -> dict[uuid.UUID, datetime]:
+def _in_force(
+    session: Session, purpose: Purpose, dataset: Dataset
+) -> dict[uuid.UUID, dict[str, datetime]]:
     """Citizens with an aggregate consent in force for the purpose and this dataset, naming
-    any recipient the purpose allows; each with the latest end of those consents."""
+    a recipient the purpose allows; each with, per recipient named, the latest end of those
+    consents."""
     consent_ids: set[uuid.UUID] = set()
     for recipient in purpose.recipient_ids:
         consent_ids.update(
@@ -233,18 +238,18 @@ def _in_force(session: Session, purpose: Purpose, dataset: Dataset) -> dict[uuid
                 data_category=dataset.data_category,
             ).values()
         )
-    ends: dict[uuid.UUID, datetime] = {}
+    ends: dict[uuid.UUID, dict[str, datetime]] = {}
     ids = list(consent_ids)
     for start in range(0, len(ids), 1000):
         rows = session.execute(
-            select(Consent.subject_id, Consent.expires_at).where(
+            select(Consent.subject_id, Consent.recipient_id, Consent.expires_at).where(
                 Consent.id.in_(ids[start : start + 1000]), Consent.status == ConsentStatus.GIVEN
             )
         )
-        for subject_id, expires_at in rows:
-            end = as_utc(expires_at)
-            if subject_id not in ends or end > ends[subject_id]:
-                ends[subject_id] = end
+        for subject_id, recipient, expires_at in rows:
+            end, mine = as_utc(expires_at), ends.setdefault(subject_id, {})
+            if recipient not in mine or end > mine[recipient]:
+                mine[recipient] = end
     return ends
 
 
@@ -311,7 +316,8 @@ def _time(raw: object, as_date: bool) -> date | datetime:
 
 
 def _records(plan: Plan, source: Source, page: Page) -> Iterator[releases.Record]:
-    """A page as staged records: Tiers' subject id, never the holder's identifier."""
+    """A page as staged records: Tiers' subject id, never the holder's identifier; one copy
+    per recipient the citizen's consents name, each with that consent's end."""
     for shaped in shape_page(source, page):  # a subject Tiers did not ask for: 502
         value = shaped.get(plan.value_field)
         if value is None:
@@ -320,13 +326,16 @@ def _records(plan: Plan, source: Source, page: Page) -> Iterator[releases.Record
             raise HolderAnswerError("The data holder sent a value that is not a number.")
         subject = uuid.UUID(shaped["subject"])
         area = shaped.get(plan.area_field) if plan.area_field else None
-        yield releases.Record(
-            subject_id=subject,
-            time=_time(shaped.get(plan.time_field), plan.time_is_date),
-            value=value,
-            area=area if isinstance(area, str) and area in plan.areas else "",
-            valid_until=plan.valid_until[subject],
-        )
+        when = _time(shaped.get(plan.time_field), plan.time_is_date)
+        for recipient, end in sorted(plan.valid_until[subject].items()):
+            yield releases.Record(
+                subject_id=subject,
+                time=when,
+                value=value,
+                area=area if isinstance(area, str) and area in plan.areas else "",
+                valid_until=end,
+                recipient=recipient,
+            )
 
 
 def stage_batch(
@@ -378,8 +387,13 @@ def stage_batch(
         connection.close()
     # A consent that ended while the pages came: its withdrawal task may have run before these
     # rows existed, so check again in this transaction and leave that citizen out.
-    ended = set(batch.values()) - _still_given(session, target.purpose_id, batch.values())
-    releases.drop_subjects(session, target.dataset_id, target.purpose_id, ended)
+    asked = {(s, r) for s in batch.values() for r in plan.valid_until[s]}
+    ended = asked - _still_given(session, target.purpose_id, batch.values())
+    for recipient in {r for _, r in ended}:
+        gone = {s for s, r in ended if r == recipient}
+        releases.drop_subjects(
+            session, target.dataset_id, target.purpose_id, gone, recipient=recipient
+        )
     audit.append(
         session,
         event=INGEST_EVENT,
@@ -398,20 +412,20 @@ def stage_batch(
 
 def _still_given(
     session: Session, purpose_id: str, subject_ids: Iterable[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Those of these citizens who still hold a given, unexpired aggregate consent for the
-    purpose (what planning checked in full; only the status can have changed since)."""
-    return set(
-        session.scalars(
-            select(Consent.subject_id).where(
-                Consent.subject_id.in_(list(subject_ids)),
-                Consent.purpose_id == purpose_id,
-                Consent.mode == Mode.AGGREGATE,
-                Consent.status == ConsentStatus.GIVEN,
-                Consent.expires_at > utcnow(),
-            )
+) -> set[tuple[uuid.UUID, str]]:
+    """(citizen, recipient) pairs of these citizens who still hold a given, unexpired
+    aggregate consent for the purpose naming that recipient (what planning checked in full;
+    only the status can have changed since)."""
+    rows = session.execute(
+        select(Consent.subject_id, Consent.recipient_id).where(
+            Consent.subject_id.in_(list(subject_ids)),
+            Consent.purpose_id == purpose_id,
+            Consent.mode == Mode.AGGREGATE,
+            Consent.status == ConsentStatus.GIVEN,
+            Consent.expires_at > utcnow(),
         )
     )
+    return {(subject, recipient) for subject, recipient in rows}
 
 
 def batch_inputs(session: Session, plan: Plan) -> tuple[Dataset, AccessGrant] | None:
@@ -429,10 +443,14 @@ def batch_inputs(session: Session, plan: Plan) -> tuple[Dataset, AccessGrant] | 
 
 def drop_for_consent(session: Session, consent_id: uuid.UUID) -> int:
     """A consent ended (withdrawn, expired, superseded): delete its citizen's staged rows for
-    its purpose, in this transaction. Every dataset of the purpose, even if another consent of
-    the same citizen for the purpose is still in force: the next ingestion stages them again
-    (erring towards leaving a citizen out). Idempotent; 0 for an individual-mode consent."""
+    its purpose and its recipient, in this transaction. Every dataset of the purpose, even if
+    another consent of the same citizen for the purpose and recipient is still in force: the
+    next ingestion stages them again (erring towards leaving a citizen out). Rows staged under
+    a consent naming another recipient stay: that consent still stands. Idempotent; 0 for an
+    individual-mode consent."""
     consent = session.get(Consent, consent_id)
     if consent is None or consent.mode is not Mode.AGGREGATE:
         return 0
-    return releases.drop_subject(session, consent.subject_id, consent.purpose_id)
+    return releases.drop_subject(
+        session, consent.subject_id, consent.purpose_id, recipient=consent.recipient_id
+    )

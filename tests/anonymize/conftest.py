@@ -19,6 +19,7 @@ from broker.models import AccessGrant, AccessRequest, Decision, RequestStatus
 from common.clock import utcnow
 
 PURPOSE = "energy-observatory"
+RECIPIENT = "public_service"  # the reuser category the purpose names
 DISTRICTS = tuple(f"D{i:02d}" for i in range(1, 21))  # the demo charter's districts
 MONTHS = (1, 2, 3)
 LOWER, UPPER = Decimal(0), Decimal(400)  # kWh per citizen per cell
@@ -191,7 +192,7 @@ def stage(
     def make(records: list[Record] | None = None, citizens: int = 400, **kw: Any) -> Staged:
         profile = make_profile(**kw)
         records = records if records is not None else synthetic(citizens)
-        stage_records(session, profile, PURPOSE, records, retention_days=730)
+        stage_records(session, profile, PURPOSE, records, retention_days=730, recipient=RECIPIENT)
         staged_datasets.append(str(profile.dataset_id))
         for grant in release_grants:
             grant.dataset_ids = [*grant.dataset_ids, str(profile.dataset_id)]

@@ -21,7 +21,7 @@ from anonymize.service import Record, drop_subject, purge_expired, stage_records
 from anonymize.staging import month_index
 from common.clock import frozen, utcnow
 from common.errors import InvalidInputError
-from tests.anonymize.conftest import DISTRICTS, PURPOSE, make_profile, synthetic
+from tests.anonymize.conftest import DISTRICTS, PURPOSE, RECIPIENT, make_profile, synthetic
 
 AREAS = ("A", "B", "C")
 
@@ -30,6 +30,7 @@ def grid(**overrides) -> pushdown.Grid:
     values = {
         "dataset_id": uuid.uuid4(),
         "purpose": PURPOSE,
+        "recipient": RECIPIENT,
         "start_month": 2026 * 12,
         "width": 1,
         "buckets": 3,
@@ -44,8 +45,7 @@ def grid(**overrides) -> pushdown.Grid:
 
 
 def vectors(frame: pd.DataFrame, g: pushdown.Grid) -> tuple[list[int], list[int]]:
-    found = pushdown.aggregate_frame(frame, g)
-    exact = pushdown._align(g, found)
+    exact = pushdown.aggregate_frame(frame, g)
     return exact.counts, exact.sums
 
 
@@ -101,7 +101,7 @@ def test_a_citizen_counts_once_per_cell_clamped_and_in_at_most_max_cells(session
         Record(who, t + timedelta(days=70), "0.05", "A"),  # March: a third cell, beyond m=2
         Record(uuid.uuid4(), t, "0.0004", "Z"),  # an area outside the public keys
     ]
-    stage_records(session, profile, PURPOSE, records, retention_days=30)
+    stage_records(session, profile, PURPOSE, records, retention_days=30, recipient=RECIPIENT)
     g = grid(dataset_id=profile.dataset_id, upper=100, max_cells=2)
     for exact in (pushdown.aggregate_sql(session, g), pushdown.aggregate_pandas(session, g)):
         assert exact.counts == [1, 0, 0, 1, 0, 0, 0, 0, 0]
@@ -111,7 +111,7 @@ def test_a_citizen_counts_once_per_cell_clamped_and_in_at_most_max_cells(session
 def test_the_sql_template_and_pandas_chunks_agree(session, charter):
     profile = make_profile()
     records = synthetic(300, districts=DISTRICTS[:5])
-    stage_records(session, profile, PURPOSE, records, retention_days=30)
+    stage_records(session, profile, PURPOSE, records, retention_days=30, recipient=RECIPIENT)
     g = grid(
         dataset_id=profile.dataset_id,
         areas=DISTRICTS[:5],
@@ -137,7 +137,12 @@ def test_values_are_staged_as_integer_fixed_point(session, charter):
         profile.to_fixed(float("inf"))
     who = uuid.uuid4()
     stage_records(
-        session, profile, PURPOSE, [(who, date(2026, 3, 1), 0.1, "D01")], retention_days=1
+        session,
+        profile,
+        PURPOSE,
+        [(who, date(2026, 3, 1), 0.1, "D01")],
+        retention_days=1,
+        recipient=RECIPIENT,
     )
     assert session.scalar(select(StagedRecord.value).where(StagedRecord.subject_id == who)) == 100
 
@@ -151,12 +156,16 @@ def test_staging_refuses_naive_times_holder_ids_and_undeclared_categories(sessio
     ]
     for record in bad:
         with pytest.raises(InvalidInputError):
-            stage_records(session, profile, PURPOSE, [record], retention_days=1)
+            stage_records(
+                session, profile, PURPOSE, [record], retention_days=1, recipient=RECIPIENT
+            )
 
 
 def test_records_are_kept_for_the_purposes_retention_in_the_charter(session, charter):
     who = uuid.uuid4()
-    stage_records(session, make_profile(), PURPOSE, [(who, date(2026, 1, 1), 1, "D01")])
+    stage_records(
+        session, make_profile(), PURPOSE, [(who, date(2026, 1, 1), 1, "D01")], recipient=RECIPIENT
+    )
     expires = session.scalar(select(StagedRecord.expires_at).where(StagedRecord.subject_id == who))
     assert expires - utcnow() == pytest.approx(timedelta(days=730), abs=timedelta(minutes=1))
     with pytest.raises(InvalidInputError):  # individual mode only: nothing to stage for it
@@ -173,8 +182,15 @@ def test_a_withdrawn_citizen_is_gone_before_the_next_release(session, charter):
     leaving, staying = uuid.uuid4(), uuid.uuid4()
     t = datetime(2026, 1, 10, tzinfo=UTC)
     records = [Record(leaving, t, 1, "A"), Record(staying, t, 1, "A")]
-    stage_records(session, profile, PURPOSE, records, retention_days=30)
-    stage_records(session, profile, "research", [Record(leaving, t, 1, "A")], retention_days=30)
+    stage_records(session, profile, PURPOSE, records, retention_days=30, recipient=RECIPIENT)
+    stage_records(
+        session,
+        profile,
+        "research",
+        [Record(leaving, t, 1, "A")],
+        retention_days=30,
+        recipient=RECIPIENT,
+    )
     g = grid(dataset_id=profile.dataset_id, upper=10_000)
     assert pushdown.aggregate(session, g).counts[0] == 2
     assert drop_subject(session, leaving, PURPOSE) == 1
@@ -198,8 +214,16 @@ def test_records_past_the_consent_or_the_retention_are_never_used(session, chart
         [Record(uuid.uuid4(), t, 1, "A")],
         retention_days=30,
         valid_until=now + timedelta(days=1),
+        recipient=RECIPIENT,
     )
-    stage_records(session, profile, PURPOSE, [Record(uuid.uuid4(), t, 1, "A")], retention_days=2)
+    stage_records(
+        session,
+        profile,
+        PURPOSE,
+        [Record(uuid.uuid4(), t, 1, "A")],
+        retention_days=2,
+        recipient=RECIPIENT,
+    )
     g = grid(dataset_id=profile.dataset_id, upper=10_000)
     assert pushdown.aggregate(session, g).counts[0] == 2
     later = grid(dataset_id=profile.dataset_id, upper=10_000, at=now + timedelta(days=1, hours=1))

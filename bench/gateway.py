@@ -160,37 +160,6 @@ class PeakRss:
 # --- Preparation (not measured) ------------------------------------------------------------
 
 
-def load_curve_settings(holder_url: str) -> dict[str, Any]:
-    """The load curve as the holder describes it (GET /datasets/load_curve), in Tiers' terms."""
-    return {
-        "slug": "courbe-de-charge",
-        "title": {"fr": "Courbe de charge", "en": "Load curve"},
-        "description": {"fr": "Puissance moyenne par demi-heure.", "en": "Mean power per 30 min."},
-        "data_category": "energy.electricity.load_curve",
-        "schema": {
-            "fields": [
-                {"name": "prm", "type": "string", "personal": True},
-                {"name": "start", "type": "datetime", "personal": True},
-                {
-                    "name": "power_w",
-                    "type": "integer",
-                    "unit": "W",
-                    "personal": True,
-                    "sensitive": True,
-                    "min": 0,
-                    "max": 12000,
-                },
-                {"name": "district", "type": "string", "personal": True, "sensitive": True},
-            ],
-            "subject_field": "prm",
-            "time_field": "start",
-        },
-        "endpoint_url": f"{holder_url}/datasets/load_curve",
-        "auth": "tiers_token",
-        "refresh": "P1D",
-    }
-
-
 @dataclass
 class Territory:
     holder_url: str
@@ -201,17 +170,14 @@ class Territory:
 
 def prepare(app: Any, holder_url: str, subjects: int) -> Territory:
     """The charter, a holder and its load curve, the reuser, and `subjects` citizens linked
-    to meters and consenting to energy coaching by the reuser."""
-    from sqlalchemy import select
-
-    from broker.models import Organisation, Role
-    from broker.service import datasets, publish_charter
-    from charter import service as charters
+    to meters and consenting to energy coaching by the reuser (broker/territory.py builds
+    each piece, as the gateway tests do)."""
+    from broker import territory as builder
+    from broker.models import Role
+    from broker.service import datasets, organisations
     from common.db import unit_of_work
     from common.keyring import app_keyring
-    from consent import accounts, links
-    from consent import service as consent_service
-    from consent.models import Mode
+    from consent import accounts
     from examples.holders import DEFAULT_SEED
     from examples.holders.electricity import Fleet
 
@@ -220,51 +186,33 @@ def prepare(app: Any, holder_url: str, subjects: int) -> Territory:
     meters = [fleet.ids.encode(i) for i in range(subjects)]
     with app.app_context():
         with unit_of_work() as session:
-            source = (ROOT / "examples" / "charter.yaml").read_text(encoding="utf-8")
-            publish_charter(session, source, actor="bench")
+            builder.publish_example_charter(session, actor="bench")
         app_keyring().active()
         with unit_of_work() as session:
-            _register(session, Role.HOLDER, "brevanne-reseau-electrique", holder_url)
+            # Confidential clients too (client_credentials), to get tokens over HTTP.
+            _register(session, Role.HOLDER, builder.HOLDER, holder_url)
             reuser = _register(session, Role.REUSER, REUSER, None)
-        with unit_of_work() as session:
-            org = session.scalar(
-                select(Organisation).where(Organisation.slug == "brevanne-reseau-electrique")
+        with app.test_request_context(), unit_of_work() as session:
+            org = organisations.get_organisation_by_slug(session, builder.HOLDER)
+            dataset = datasets.register(
+                session,
+                holder_id=org.id,
+                settings=builder.load_curve_settings(holder_url),
+                actor="bench",
             )
-            assert org is not None
-            with app.test_request_context():
-                dataset = datasets.register(
-                    session,
-                    holder_id=org.id,
-                    settings=load_curve_settings(holder_url),
-                    actor="bench",
-                )
             dataset_id = dataset.id
             holder = datasets.as_holder(org)
         run = secrets.token_hex(3)
         for start in range(0, subjects, 100):
             with unit_of_work() as session:
-                charter = charters.current(session)
                 for index in range(start, min(subjects, start + 100)):
-                    account = accounts.sign_up(
-                        session, email=f"bench-{run}-{index}@example.org", password="x" * 12
-                    )
-                    issued = links.issue_code(session, subject_id=account.subject_id, holder=holder)
-                    links.redeem(
+                    builder.citizen(
                         session,
-                        holder=holder,
-                        code=issued.code,
-                        subject_ref=meters[index],
+                        holder,
+                        meters[index],
+                        email=f"bench-{run}-{index}@example.org",
+                        password="x" * 12,
                         actor="bench",
-                    ).raise_refusal()
-                    consent_service.give(
-                        session,
-                        consent_service.GiveConsent(
-                            subject_id=account.subject_id,
-                            purpose_id=PURPOSE,
-                            terms_hash=charter.row.terms_hashes[PURPOSE],
-                            recipient_id=REUSER,
-                            mode=Mode.INDIVIDUAL,
-                        ),
                     )
     return Territory(holder_url, dataset_id, basic(*reuser), meters)
 

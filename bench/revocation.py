@@ -141,17 +141,13 @@ class Territory:
 def prepare(app: Any, holder_url: str, reuser_url: str, count: int) -> Territory:
     """The charter, the holder and its daily dataset, the reuser and its grant, and `count`
     citizens linked to meters, consenting to coaching by the reuser, whose data the grant
-    has served (a grant_delivery row each, as the gateway writes it)."""
-    from sqlalchemy import select
-
-    from broker.models import AccessGrant, GrantDelivery, Organisation, Role
-    from broker.service import access, datasets, publish_charter
-    from charter import service as charters
+    has served (broker/territory.py builds each piece, as the gateway tests do)."""
+    from broker import territory as builder
+    from broker.models import Role
+    from broker.service import datasets
     from common.db import unit_of_work
     from common.keyring import app_keyring
-    from consent import accounts, links
-    from consent import service as consent_service
-    from consent.models import Mode
+    from consent import accounts
     from examples.holders import DEFAULT_SEED
     from examples.holders.electricity import Fleet
 
@@ -159,38 +155,35 @@ def prepare(app: Any, holder_url: str, reuser_url: str, count: int) -> Territory
     meters = [Fleet(DEFAULT_SEED).ids.encode(i) for i in range(count)]
     with app.app_context():
         with unit_of_work() as session:
-            source = (ROOT / "examples" / "charter.yaml").read_text(encoding="utf-8")
-            publish_charter(session, source, actor="bench")
+            builder.publish_example_charter(session, actor="bench")
         app_keyring().active()
         with app.test_request_context(), unit_of_work() as session:
-            holder_org = Organisation(
-                slug="brevanne-reseau-electrique",
-                name="Brévanne Réseau Électrique",
-                role=Role.HOLDER,
-                reuser_category=None,
+            holder_org = builder.organisation(
+                session,
+                builder.HOLDER,
+                "Brévanne Réseau Électrique",
+                Role.HOLDER,
                 resource_uri=holder_url,
-                suspended_at=None,
                 webhook_url=f"{holder_url}/webhooks/tiers",
             )
-            reuser = Organisation(
-                slug=REUSER,
-                name="EcoWatt Conseil",
-                role=Role.REUSER,
-                reuser_category="company",
-                resource_uri=None,
-                suspended_at=None,
+            reuser = builder.organisation(
+                session,
+                REUSER,
+                "EcoWatt Conseil",
+                Role.REUSER,
+                category="company",
                 webhook_url=f"{reuser_url}/webhooks/tiers",
             )
-            session.add_all([holder_org, reuser])
-            session.flush()
             dataset = datasets.register(
-                session, holder_id=holder_org.id, settings=daily(holder_url), actor="bench"
-            )
-            grant_request = access.file_request(
                 session,
-                organisation_id=reuser.id,
-                client_pk=None,
-                data={
+                holder_id=holder_org.id,
+                settings=builder.daily_settings(holder_url),
+                actor="bench",
+            )
+            grant = builder.grant(
+                session,
+                reuser,
+                {
                     "purpose": PURPOSE,
                     "mode": "individual",
                     "datasets": [str(dataset.id)],
@@ -199,79 +192,26 @@ def prepare(app: Any, holder_url: str, reuser_url: str, count: int) -> Territory
                 },
                 actor="bench",
             )
-            grant_id = session.scalar(
-                select(AccessGrant.id).where(AccessGrant.request_id == grant_request.id)
-            )
-            if grant_id is None:
-                raise SystemExit("the charter did not permit the reuser's request")
             holder = datasets.as_holder(holder_org)
             territory = Territory(holder_org.id, reuser.id, [])
         for start in range(0, count, 100):
             with unit_of_work() as session:
-                charter = charters.current(session)
-                now = datetime.now(UTC)
-                for index in range(start, min(count, start + 100)):
-                    account = accounts.sign_up(
-                        session, email=f"revoke-{index}@example.org", password="x" * 12
-                    )
-                    issued = links.issue_code(session, subject_id=account.subject_id, holder=holder)
-                    links.redeem(
+                batch = [
+                    builder.citizen(
                         session,
-                        holder=holder,
-                        code=issued.code,
-                        subject_ref=meters[index],
+                        holder,
+                        meters[index],
+                        email=f"revoke-{index}@example.org",
+                        password="x" * 12,
                         actor="bench",
-                    ).raise_refusal()
-                    given = consent_service.give(
-                        session,
-                        consent_service.GiveConsent(
-                            subject_id=account.subject_id,
-                            purpose_id=PURPOSE,
-                            terms_hash=charter.row.terms_hashes[PURPOSE],
-                            recipient_id=REUSER,
-                            mode=Mode.INDIVIDUAL,
-                        ),
                     )
-                    session.add(
-                        GrantDelivery(
-                            grant_id=grant_id,
-                            subject_id=account.subject_id,
-                            first_served_at=now,
-                            last_served_at=now,
-                        )
-                    )
-                    territory.citizens.append((account.subject_id, given.id))
+                    for index in range(start, min(count, start + 100))
+                ]
+                builder.served(session, grant.id, [c.subject_id for c in batch])
+                for made in batch:
+                    assert made.consent_id is not None  # the builder consented
+                    territory.citizens.append((made.subject_id, made.consent_id))
     return territory
-
-
-def daily(holder_url: str) -> dict[str, Any]:
-    """The holder's daily energy per meter, in Tiers' terms."""
-    return {
-        "slug": "consommation-quotidienne",
-        "title": {"fr": "Consommation quotidienne", "en": "Daily consumption"},
-        "description": {"fr": "Énergie par jour et par compteur.", "en": "Energy per day."},
-        "data_category": "energy.electricity.daily",
-        "schema": {
-            "fields": [
-                {"name": "prm", "type": "string", "personal": True},
-                {"name": "date", "type": "date", "personal": True},
-                {
-                    "name": "energy_wh",
-                    "type": "integer",
-                    "unit": "W.h",
-                    "personal": True,
-                    "min": 0,
-                    "max": 500000,
-                },
-                {"name": "district", "type": "string", "personal": True, "sensitive": True},
-            ],
-            "subject_field": "prm",
-            "time_field": "date",
-        },
-        "endpoint_url": f"{holder_url}/datasets/daily",
-        "auth": "tiers_token",
-        "refresh": "P1D",
-    }
 
 
 def percentile(values: list[float], q: float) -> float:

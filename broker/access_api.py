@@ -7,12 +7,12 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Response, stream_with_context
+from flask import Response, jsonify, stream_with_context
 from flask_smorest import Blueprint
-from marshmallow import RAISE
+from marshmallow import RAISE, Schema
 
 from audit import service as audit
 from broker.models import AccessGrant, AccessRequest, Notice, NoticeStatus
@@ -171,40 +171,68 @@ def committee_requests() -> list[AccessRequest]:
     return access.all_requests(get_session())
 
 
-@blp.post("/admin/access-requests/<uuid:request_id>/approve")
+# One route per resource, the action in the path (Werkzeug's `any` converter): the OpenAPI
+# document lists the actions as the enum of `{action}`, and each action's answer below.
+_DECISIONS: dict[str, tuple[Callable[..., Any], Schema, int]] = {
+    "approve": (access.approve, GrantOut(), 201),
+    "reject": (access.reject, AccessRequestOut(), 200),
+}
+_GRANT_CHANGES: dict[str, Callable[..., AccessGrant]] = {
+    "suspend": access.suspend,
+    "resume": access.resume,
+}
+
+
+@blp.post(
+    "/admin/access-requests/<uuid:request_id>/<any(approve, reject):action>",
+    parameters=[
+        {
+            "in": "path",
+            "name": "action",
+            "description": "`approve` creates the grant (201); `reject` closes the request (200).",
+        }
+    ],
+)
 @require_oauth("admin")
 @blp.arguments(ReasonIn)
-@blp.response(201, GrantOut)
-def approve(data: dict[str, Any], request_id: uuid.UUID) -> AccessGrant:
+@blp.alt_response(201, schema=GrantOut, description="Approved: the grant made.", success=True)
+@blp.alt_response(
+    200, schema=AccessRequestOut, description="Rejected: the request, closed.", success=True
+)
+def decide_request(data: dict[str, Any], request_id: uuid.UUID, action: str) -> Response:
+    """Approve or reject a request the charter left to the committee, always with a reason.
+
+    `approve` answers the grant it creates (201), `reject` the closed request (200); a request
+    already decided answers 409.
+    """
+    decide, out, status = _DECISIONS[action]
     with unit_of_work() as session:
-        return access.approve(session, request_id, actor=_caller()[1], reason=data["reason"])
+        decided = decide(session, request_id, actor=_caller()[1], reason=data["reason"])
+    response = jsonify(out.dump(decided))
+    response.status_code = status
+    return response
 
 
-@blp.post("/admin/access-requests/<uuid:request_id>/reject")
-@require_oauth("admin")
-@blp.arguments(ReasonIn)
-@blp.response(200, AccessRequestOut)
-def reject(data: dict[str, Any], request_id: uuid.UUID) -> AccessRequest:
-    with unit_of_work() as session:
-        return access.reject(session, request_id, actor=_caller()[1], reason=data["reason"])
-
-
-@blp.post("/admin/grants/<uuid:grant_id>/suspend")
+@blp.post(
+    "/admin/grants/<uuid:grant_id>/<any(suspend, resume):action>",
+    parameters=[
+        {
+            "in": "path",
+            "name": "action",
+            "description": "`suspend` stops the grant's reads at once; `resume` allows them again.",
+        }
+    ],
+)
 @require_oauth("admin")
 @blp.arguments(ReasonIn)
 @blp.response(200, GrantOut)
-def suspend(data: dict[str, Any], grant_id: uuid.UUID) -> AccessGrant:
-    with unit_of_work() as session:
-        return access.suspend(session, grant_id, actor=_caller()[1], reason=data["reason"])
+def change_grant(data: dict[str, Any], grant_id: uuid.UUID, action: str) -> AccessGrant:
+    """Suspend or resume a grant, always with a reason.
 
-
-@blp.post("/admin/grants/<uuid:grant_id>/resume")
-@require_oauth("admin")
-@blp.arguments(ReasonIn)
-@blp.response(200, GrantOut)
-def resume(data: dict[str, Any], grant_id: uuid.UUID) -> AccessGrant:
+    Suspending a suspended grant, or resuming one that is not, answers 409.
+    """
     with unit_of_work() as session:
-        return access.resume(session, grant_id, actor=_caller()[1], reason=data["reason"])
+        return _GRANT_CHANGES[action](session, grant_id, actor=_caller()[1], reason=data["reason"])
 
 
 # --- withdrawal notices ----------------------------------------------------------------------

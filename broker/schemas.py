@@ -8,7 +8,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from marshmallow import (
     EXCLUDE,
@@ -24,6 +23,7 @@ from marshmallow import (
 
 from broker.models import AuthMethod, DatasetAuth, FieldType, Health, Role
 from broker.service.access import grant_state
+from broker.service.datasets import health_url
 
 SLUG = validate.Regexp(
     r"^[a-z0-9]+(-[a-z0-9]+)*\Z", error="A lowercase kebab-case id (e.g. energy-lab)."
@@ -427,11 +427,6 @@ class DatasetUpdate(DatasetIn):
             raise ValidationError("Send at least one field to change.", "_schema")
 
 
-def _health_url(endpoint_url: str) -> str:
-    parts = urlsplit(endpoint_url)
-    return f"{parts.scheme}://{parts.netloc}/health"
-
-
 class HealthOut(Schema):
     status = fields.Enum(Health, by_value=True, attribute="health")
     checked_at = fields.AwareDateTime(attribute="health_checked_at", allow_none=True)
@@ -468,7 +463,7 @@ class DatasetOut(Schema):
             "self": f"/api/v1/datasets/{d.id}",
             "catalog": "/api/v1/catalog",
             "records": f"{d.endpoint_url.rstrip('/')}/records",
-            "health": _health_url(d.endpoint_url),
+            "health": health_url(d.endpoint_url),
         }
     )
 

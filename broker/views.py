@@ -31,8 +31,6 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from marshmallow import Schema, ValidationError
-from marshmallow.fields import List
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
@@ -50,7 +48,8 @@ from charter import service as charter_service
 from charter.service import Charter
 from common.auth import citizen_required, current_citizen, safe_next
 from common.db import get_session, unit_of_work
-from common.errors import ConflictError, DomainError, ForbiddenError, InvalidInputError
+from common.errors import ConflictError, ForbiddenError, InvalidInputError
+from common.portal import form_errors, load_form
 from common.tasks import celery_app
 from consent import accounts
 
@@ -150,32 +149,6 @@ def committee_required(view: F) -> F:
     return citizen_required(wrapped)  # type: ignore[return-value]
 
 
-def _form(schema: Schema) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Load the posted form with `schema` (list fields read every value of their name)."""
-    raw = {
-        name: request.form.getlist(name) if isinstance(schema.fields.get(name), List) else value
-        for name, value in request.form.items()
-        if name != "csrf_token"
-    }
-    try:
-        return schema.load(raw, unknown="exclude"), {}
-    except ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
-        return {}, {str(k): _messages(v) for k, v in messages.items()}
-
-
-def _messages(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [m for v in value.values() for m in _messages(v)]
-    if isinstance(value, list):
-        return [m for v in value for m in _messages(v)]
-    return [str(value)]
-
-
-def _errors(exc: DomainError) -> dict[str, list[str]]:
-    return exc.fields or {"_": [exc.detail]}
-
-
 def _no_store(body: str, status: int = 200) -> Response:
     """A page that may show a secret: never cached, never kept by the browser's history."""
     response = make_response(body, status)
@@ -196,7 +169,7 @@ def admin_index() -> str:
 def admin_new_organisation() -> Any:
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        data, errors = _form(OrganisationForm())
+        data, errors = load_form(OrganisationForm())
         if not errors:
             try:
                 with unit_of_work() as session:
@@ -204,7 +177,7 @@ def admin_new_organisation() -> Any:
                         session, **data, actor=g.committee_actor
                     )
             except (InvalidInputError, ConflictError) as exc:
-                errors = _errors(exc)
+                errors = form_errors(exc)
             else:
                 flash(_("L'organisation %(slug)s est enregistrée.", slug=created.slug), "success")
                 return redirect(url_for("portal.admin_organisation", organisation_id=created.id))
@@ -255,7 +228,7 @@ def admin_organisation(organisation_id: uuid.UUID) -> Response:
 @bp.post("/admin/organisations/<uuid:organisation_id>")
 @committee_required
 def admin_edit_organisation(organisation_id: uuid.UUID) -> Response:
-    data, errors = _form(OrganisationEditForm())
+    data, errors = load_form(OrganisationEditForm())
     try:
         if errors:
             raise InvalidInputError("The form is not valid.", fields=errors)
@@ -264,7 +237,7 @@ def admin_edit_organisation(organisation_id: uuid.UUID) -> Response:
                 session, organisation_id, **data, actor=g.committee_actor
             )
     except (InvalidInputError, ConflictError) as exc:
-        return _organisation_page(organisation_id, status=422, edit_errors=_errors(exc))
+        return _organisation_page(organisation_id, status=422, edit_errors=form_errors(exc))
     flash(_("L'organisation est modifiée."), "success")
     return redirect(url_for("portal.admin_organisation", organisation_id=organisation_id))
 
@@ -287,7 +260,7 @@ def admin_suspend_organisation(organisation_id: uuid.UUID) -> Response:
 @bp.post("/admin/organisations/<uuid:organisation_id>/clients")
 @committee_required
 def admin_create_client(organisation_id: uuid.UUID) -> Response:
-    data, errors = _form(ClientForm())
+    data, errors = load_form(ClientForm())
     try:
         if errors:
             raise InvalidInputError("The form is not valid.", fields=errors)
@@ -307,7 +280,7 @@ def admin_create_client(organisation_id: uuid.UUID) -> Response:
             )
     except (InvalidInputError, ConflictError) as exc:
         return _organisation_page(
-            organisation_id, status=422, client_errors=_errors(exc), form=request.form
+            organisation_id, status=422, client_errors=form_errors(exc), form=request.form
         )
     # Rendered, not redirected: the secret must not travel through the session cookie.
     return _organisation_page(organisation_id, created_client=client, secret=secret)
@@ -326,7 +299,7 @@ def admin_revoke_client(client_id: str) -> Response:
 @bp.post("/admin/organisations/<uuid:organisation_id>/initial-access-tokens")
 @committee_required
 def admin_issue_initial_access_token(organisation_id: uuid.UUID) -> Response:
-    data, errors = _form(InitialAccessTokenForm())
+    data, errors = load_form(InitialAccessTokenForm())
     try:
         if errors:
             raise InvalidInputError("The form is not valid.", fields=errors)
@@ -339,7 +312,7 @@ def admin_issue_initial_access_token(organisation_id: uuid.UUID) -> Response:
             )
             expires_at = clients.get_initial_access_token(session, token).expires_at
     except (InvalidInputError, ConflictError) as exc:
-        return _organisation_page(organisation_id, status=422, token_errors=_errors(exc))
+        return _organisation_page(organisation_id, status=422, token_errors=form_errors(exc))
     return _organisation_page(
         organisation_id, initial_access_token=token, token_expires_at=expires_at
     )
@@ -451,14 +424,16 @@ _GRANT_ACTIONS: dict[str, tuple[Callable[..., Any], Any]] = {
 
 
 def _decide(action: Callable[..., Any], target: uuid.UUID, done: Any, key: str) -> Response:
-    data, errors = _form(ReasonIn())
+    data, errors = load_form(ReasonIn())
     if errors:
         return _access_page(422, {key: errors})
     try:
         with unit_of_work() as session:
             action(session, target, actor=g.committee_actor, reason=data["reason"])
     except (InvalidInputError, ConflictError) as exc:
-        return _access_page(422 if isinstance(exc, InvalidInputError) else 409, {key: _errors(exc)})
+        return _access_page(
+            422 if isinstance(exc, InvalidInputError) else 409, {key: form_errors(exc)}
+        )
     flash(str(done), "success")
     return redirect(url_for("portal.admin_access"))
 

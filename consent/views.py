@@ -21,8 +21,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from marshmallow import Schema, ValidationError, fields
-from marshmallow.fields import List
+from marshmallow import Schema, fields
 
 from charter import service as charters
 from charter.document import terms_hash
@@ -32,7 +31,7 @@ from common.auth import CitizenIdentity, citizen_required, current_subject_id
 from common.db import get_session, unit_of_work
 from common.errors import ConflictError, InvalidInputError, TooManyRequestsError
 from common.http import jsonld_response
-from common.portal import select_locale
+from common.portal import form_errors, load_form, select_locale
 from consent import accounts, links, service
 from consent.schemas import GiveConsentForm, RenewConsentForm, SignInForm, SignUpForm
 
@@ -74,19 +73,6 @@ def identity_resolver(app: Flask) -> Callable[[str], CitizenIdentity | None]:
     return resolve
 
 
-def _form(schema: Schema) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Load the posted form with `schema` (list fields read every value of their name)."""
-    raw = {
-        name: request.form.getlist(name) if isinstance(schema.fields.get(name), List) else value
-        for name, value in request.form.items()
-    }
-    try:
-        return schema.load(raw, unknown="exclude"), {}
-    except ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
-        return {}, {str(k): [str(m) for m in v] for k, v in messages.items()}
-
-
 # --- account ---------------------------------------------------------------------------
 
 
@@ -95,7 +81,7 @@ def sign_up() -> Any:
     errors: dict[str, list[str]] = {}
     next_url = auth.safe_next(request.values.get("next"), url_for("consent.index"))
     if request.method == "POST":
-        data, errors = _form(SignUpForm())
+        data, errors = load_form(SignUpForm())
         if not errors and data["password"] != data["password_again"]:
             errors["password_again"] = [_("Les deux mots de passe ne sont pas identiques.")]
         if not errors:
@@ -109,7 +95,7 @@ def sign_up() -> Any:
                     )
                     token = accounts.start_session(session, citizen, policy=_session_policy())
             except (ConflictError, InvalidInputError) as exc:
-                errors = exc.fields
+                errors = form_errors(exc)
             else:
                 auth.remember(token)
                 flash(_("Votre compte est créé. Bienvenue !"), "success")
@@ -125,7 +111,7 @@ def sign_in() -> Any:
     errors: dict[str, list[str]] = {}
     next_url = auth.safe_next(request.values.get("next"), url_for("consent.index"))
     if request.method == "POST":
-        data, errors = _form(SignInForm())
+        data, errors = load_form(SignInForm())
         if not errors:
             with unit_of_work() as session:  # failures commit too: they feed the rate limit
                 outcome = accounts.authenticate(
@@ -198,7 +184,7 @@ def give_form(purpose_id: str) -> Any:
     lang = select_locale()
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        data, errors = _form(GiveConsentForm())
+        data, errors = load_form(GiveConsentForm())
         data.pop("purpose_id", None)  # the URL names the purpose
         try:
             if errors:
@@ -216,7 +202,7 @@ def give_form(purpose_id: str) -> Any:
                     ),
                 )
         except (InvalidInputError, ConflictError) as exc:
-            errors = exc.fields or {"_": [exc.detail]}
+            errors = form_errors(exc)
         else:
             flash(
                 _("Votre consentement est enregistré. Votre reçu signé est disponible."), "success"
@@ -269,7 +255,7 @@ def withdraw(consent_id: uuid.UUID) -> Any:
 @bp.post("/<uuid:consent_id>/renew")
 @citizen_required
 def renew(consent_id: uuid.UUID) -> Any:
-    data, errors = _form(RenewConsentForm())
+    data, errors = load_form(RenewConsentForm())
     try:
         if errors:
             raise InvalidInputError("The form is not valid.", fields=errors)
@@ -363,7 +349,7 @@ def linked_accounts() -> Response:
 @accounts_bp.post("/me/links/codes")
 @citizen_required
 def pairing_code() -> Response:
-    data, errors = _form(_HolderChoice())
+    data, errors = load_form(_HolderChoice())
     holder = links.holders_by_id(_holders()).get(data["holder"]) if not errors else None
     if holder is None:
         errors = errors or {"holder": [_("Choisissez un détenteur de la liste.")]}

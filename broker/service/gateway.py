@@ -310,11 +310,15 @@ def _record(
             decision="permit",
             detail={"grant": str(grant.id), "dataset": dataset_id, "access": str(entry_id)},
         )
-    _deliveries(session, grant.id, list(subjects))
+    record_deliveries(session, grant.id, list(subjects))
     return entry_id
 
 
-def _deliveries(session: Session, grant_id: uuid.UUID, subject_ids: Sequence[uuid.UUID]) -> None:
+def record_deliveries(
+    session: Session, grant_id: uuid.UUID, subject_ids: Sequence[uuid.UUID]
+) -> None:
+    """Note that the grant served these citizens' data (first and last time): whom a
+    withdrawal must notify besides the holder. Idempotent per (grant, citizen)."""
     if not subject_ids:
         return
     now = utcnow()

@@ -1,6 +1,8 @@
 """A small territory for the gateway: the demo electricity distributor served for real on a
 free port (it checks Tiers' tokens against Tiers' JWKS, also served for real), its daily
-dataset registered at Tiers, citizens linked to meters, and reusers with their tokens."""
+dataset registered at Tiers, citizens linked to meters, and reusers with their tokens.
+
+The territory's pieces come from broker/territory.py, the builder the benches share."""
 
 from __future__ import annotations
 
@@ -17,20 +19,16 @@ from flask import Flask, jsonify
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
+from broker import territory as builder
 from broker.models import Dataset, Organisation
 from broker.service import datasets
-from charter import service as charters
+from broker.territory import PURPOSE, REUSER, Citizen, daily_settings
 from common.clock import utcnow
 from common.keyring import app_keyring
-from consent import accounts, links
-from consent import service as consent_service
-from consent.models import Mode
 from examples.holders import build
 from examples.holders.app import create_app, set_fault
 from examples.holders.tokens import TiersKeys
 from tests.conftest import ISSUER, PASSWORD
-
-PURPOSE = "energy-coaching"
 
 
 @contextmanager
@@ -114,81 +112,31 @@ def electricity(
         yield ServedHolder(url, late.app, organisation, dataset, meters)
 
 
-def daily_settings(url: str) -> dict[str, Any]:
-    return {
-        "slug": "consommation-quotidienne",
-        "title": {"fr": "Consommation quotidienne", "en": "Daily consumption"},
-        "description": {"fr": "Énergie par jour et par compteur.", "en": "Energy per day."},
-        "data_category": "energy.electricity.daily",
-        "schema": {
-            "fields": [
-                {"name": "prm", "type": "string", "personal": True},
-                {"name": "date", "type": "date", "personal": True},
-                {
-                    "name": "energy_wh",
-                    "type": "integer",
-                    "unit": "W.h",
-                    "personal": True,
-                    "min": 0,
-                    "max": 500000,
-                },
-                {"name": "district", "type": "string", "personal": True, "sensitive": True},
-            ],
-            "subject_field": "prm",
-            "time_field": "date",
-        },
-        "endpoint_url": f"{url}/datasets/daily",
-        "auth": "tiers_token",
-        "refresh": "P1D",
-    }
-
-
-@dataclass
-class Citizen:
-    subject_id: uuid.UUID
-    meter: str
-    consent_id: uuid.UUID | None = None
-
-
 @dataclass
 class Territory:
     session: Session
     holder: ServedHolder
     citizens: list[Citizen] = field(default_factory=list)
 
-    def citizen(
-        self, meter: str, *, recipient: str = "ecowatt-conseil", consent: bool = True
-    ) -> Citizen:
+    def citizen(self, meter: str, *, recipient: str = REUSER, consent: bool = True) -> Citizen:
         """A citizen linked to `meter`, consenting to energy coaching by `recipient`."""
-        account = accounts.sign_up(
-            self.session, email=f"c-{uuid.uuid4().hex[:8]}@example.org", password=PASSWORD
+        made = builder.citizen(
+            self.session,
+            datasets.as_holder(self.holder.organisation),
+            meter,
+            email=f"c-{uuid.uuid4().hex[:8]}@example.org",
+            password=PASSWORD,
+            actor="test",
+            recipient=recipient if consent else None,
         )
-        holder = datasets.as_holder(self.holder.organisation)
-        issued = links.issue_code(self.session, subject_id=account.subject_id, holder=holder)
-        links.redeem(
-            self.session, holder=holder, code=issued.code, subject_ref=meter, actor="test"
-        ).raise_refusal()
-        citizen = Citizen(account.subject_id, meter)
-        if consent:
-            citizen.consent_id = self.consent(citizen, recipient)
         self.session.commit()
-        self.citizens.append(citizen)
-        return citizen
+        self.citizens.append(made)
+        return made
 
     def consent(self, citizen: Citizen, recipient: str) -> uuid.UUID:
-        charter = charters.current(self.session)
-        given = consent_service.give(
-            self.session,
-            consent_service.GiveConsent(
-                subject_id=citizen.subject_id,
-                purpose_id=PURPOSE,
-                terms_hash=charter.row.terms_hashes[PURPOSE],
-                recipient_id=recipient,
-                mode=Mode.INDIVIDUAL,
-            ),
-        )
+        given = builder.give_consent(self.session, citizen.subject_id, recipient=recipient)
         self.session.commit()
-        return given.id
+        return given
 
 
 @pytest.fixture

@@ -311,3 +311,32 @@ def test_reuser_routes_need_a_token_and_the_reuser_scope(
         assert client.get("/api/v1/notices", headers=headers).status_code == status
         assert client.post(notice, headers=headers).status_code == status
         assert client.get("/api/v1/access-requests", headers=headers).status_code == status
+
+
+def test_the_committee_decisions_are_one_route_per_resource_each_action_documented(
+    client: FlaskClient, oauth_headers: Any
+) -> None:
+    paths = client.get("/openapi.json").get_json()["paths"]
+    for path, actions, answers in (
+        (
+            "/api/v1/admin/access-requests/{request_id}/{action}",
+            ["approve", "reject"],
+            {"201", "200"},
+        ),
+        ("/api/v1/admin/grants/{grant_id}/{action}", ["suspend", "resume"], {"200"}),
+    ):
+        action = next(p for p in paths[path]["parameters"] if p["name"] == "action")
+        assert action["schema"]["enum"] == actions
+        assert all(f"`{name}`" in action["description"] for name in actions)
+        operation = paths[path]["post"]
+        assert operation["summary"]
+        assert answers <= set(operation["responses"])
+        assert "422" in operation["responses"]  # the reason is checked
+    committee = oauth_headers("committee", "admin", category=None)
+    for url in (
+        f"/api/v1/admin/access-requests/{uuid.uuid4()}/explode",
+        f"/api/v1/admin/grants/{uuid.uuid4()}/approve",  # a request's action, not a grant's
+    ):
+        answer = client.post(url, json={"reason": "x"}, headers=committee)
+        assert answer.status_code == 404
+        assert answer.mimetype == "application/problem+json"

@@ -57,6 +57,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from broker.service import ingestion  # who holds an aggregate grant (anonymize's port)
 
     app.extensions[anonymize_api.GRANTS_EXTENSION] = ingestion.has_aggregate_grant
+    from broker.service import organisations  # a portal account -> its organisation (#6)
+
+    app.extensions[anonymize_views.REQUESTER_EXTENSION] = organisations.member_requester
     app.register_blueprint(anonymize_views.bp)
     for bp in (broker_views.bp, charter_views.bp, consent_views.bp, consent_views.accounts_bp):
         app.register_blueprint(bp)

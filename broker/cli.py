@@ -1,5 +1,5 @@
-"""The `tiers` command: migrations, charters, keys, the committee, organisations and their
-clients, demo data, and the worker and beat."""
+"""The `tiers` command: migrations, charters, keys, the committee, organisations, their
+members and clients, demo data, and the worker and beat."""
 
 from __future__ import annotations
 
@@ -131,6 +131,27 @@ def committee_add(email: str) -> None:
     except DomainError as exc:
         _fail(email, exc)
     click.echo(f"{email} is a member of the charter committee")
+
+
+@main.group()
+def member() -> None:
+    """Portal accounts acting for an organisation (an observatory's statistics pages)."""
+
+
+@member.command("add")
+@click.argument("email")
+@click.argument("slug")
+@click.option("--note", default="", help="Why (kept with the membership).")
+@with_appcontext
+def member_add(email: str, slug: str, note: str) -> None:
+    """Let the portal account with this e-mail act for organisation SLUG (it signs up
+    first); an account acts for one organisation only."""
+    try:
+        with unit_of_work() as session:
+            organisations.add_member(session, email, slug, note=note, actor="cli")
+    except DomainError as exc:
+        _fail(email, exc)
+    click.echo(f"{email} acts for organisation {slug}")
 
 
 @main.group()

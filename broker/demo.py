@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib import request as urlrequest
@@ -26,9 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.models import AuthMethod, Dataset, OAuthClient, Organisation, Role
-from broker.service import clients, datasets, organisations, publish_charter
+from broker.service import access, clients, datasets, organisations, publish_charter
+from charter import service as charters
 from charter.document import terms_hash
 from common import jose
+from common.clock import utcnow
 from common.db import unit_of_work
 from common.settings import setting
 from consent import accounts
@@ -40,8 +43,14 @@ DEMO_CITIZENS = {
     "camille@demo.tiers.local": ["energy-coaching", "energy-observatory"],
     "yanis@demo.tiers.local": ["mobility-planning", "carbon-aggregator"],
     "lea@demo.tiers.local": [],
+    "observatoire@demo.tiers.local": [],
 }
 DEMO_COMMITTEE_MEMBER = "camille@demo.tiers.local"
+# The observatory's portal account: it reads the observatory's statistics (issue #6).
+DEMO_OBSERVATORY_MEMBER = "observatoire@demo.tiers.local"
+OBSERVATORY_SLUG = "observatoire-energie-brevanne"
+OBSERVATORY_PURPOSE = "energy-observatory"
+OBSERVATORY_GRANT_DAYS = 365
 ACTOR = "demo"
 
 # slug, name, role, reuser category. The holder and the observatory get their clients with
@@ -50,7 +59,7 @@ DEMO_ORGANISATIONS: list[tuple[str, str, Role, str | None]] = [
     ("comite-charte-brevanne", "Comité de la charte du Pays de Brévanne", Role.COMMITTEE, None),
     ("ecowatt-conseil", "EcoWatt Conseil", Role.REUSER, "company"),
     (
-        "observatoire-energie-brevanne",
+        OBSERVATORY_SLUG,
         "Observatoire de l'énergie de Brévanne",
         Role.OBSERVATORY,
         "public_service",
@@ -134,11 +143,15 @@ def seed(
         reuser_url or os.environ.get("TIERS_DEMO_REUSER_URL") or DEFAULT_REUSER_URL, instance
     )
     yield from _reuser_api_client(instance)
+    with unit_of_work() as session:
+        yield _observatory_member(session)
     configured = holder_urls if holder_urls is not None else os.environ.get("TIERS_DEMO_HOLDERS")
     urls = _holder_urls_from_env() if holder_urls is None else list(holder_urls)
     yield from register_holders(
         urls, wait=wait if wait is not None else (HOLDER_WAIT if configured else 0.0)
     )
+    with unit_of_work() as session:
+        yield _observatory_grant(session)
 
 
 def _organisation(session: Session, slug: str, name: str, role: Role, category: str | None) -> str:
@@ -148,6 +161,53 @@ def _organisation(session: Session, slug: str, name: str, role: Role, category: 
         session, slug=slug, name=name, role=role, reuser_category=category, actor=ACTOR
     )
     return f"organisation {slug} ({role.value}) created"
+
+
+def _observatory_member(session: Session) -> str:
+    """The demo observatory's portal account, so that its statistics pages can be shown."""
+    organisations.add_member(
+        session, DEMO_OBSERVATORY_MEMBER, OBSERVATORY_SLUG, note="demo", actor=ACTOR
+    )
+    return f"{DEMO_OBSERVATORY_MEMBER} acts for {OBSERVATORY_SLUG}"
+
+
+def _observatory_grant(session: Session) -> str:
+    """An aggregate grant for the energy observatory over the registered personal energy
+    datasets the purpose covers, filed as any observatory would (the charter approves it
+    alone); kept while an active one covers the same datasets."""
+    observatory = organisations.get_organisation_by_slug(session, OBSERVATORY_SLUG)
+    purpose = charters.current(session).doc.purpose(OBSERVATORY_PURPOSE)
+    if purpose is None:
+        return f"no purpose {OBSERVATORY_PURPOSE} in the charter: no observatory grant"
+    wanted = sorted(
+        str(d.id)
+        for d in session.scalars(select(Dataset).where(Dataset.personal.is_(True)))
+        if d.data_category in purpose.data_categories
+    )
+    if not wanted:
+        return "no energy dataset registered yet: no observatory grant (start the holders)"
+    for grant in access.own_grants(session, observatory.id):
+        if (
+            grant.purpose_id == OBSERVATORY_PURPOSE
+            and grant.mode == "aggregate"
+            and access.grant_state(grant).usable
+            and set(wanted) <= set(grant.dataset_ids)
+        ):
+            return f"aggregate grant {grant.id} of {OBSERVATORY_SLUG} already exists"
+    filed = access.file_request(
+        session,
+        organisation_id=observatory.id,
+        client_pk=None,
+        data={
+            "purpose": OBSERVATORY_PURPOSE,
+            "mode": "aggregate",
+            "datasets": wanted,
+            "justification": "Statistiques de consommation par quartier (démonstration).",
+            "period_end": utcnow() + timedelta(days=OBSERVATORY_GRANT_DAYS),
+        },
+        actor=ACTOR,
+    )
+    return f"aggregate access request of {OBSERVATORY_SLUG}: {filed.status.value}"
 
 
 def _reuser_client(reuser_url: str, instance_dir: Path) -> Iterator[str]:

@@ -22,6 +22,7 @@ from common.errors import InvalidInputError
 
 ROOT = "(root)"
 MODES = ("individual", "aggregate")  # canonical order: a set of modes has one normal form
+MAX_TILE = 63  # the tile map is at most 64 x 64 areas
 
 _Seg = str | int
 _Error = tuple[tuple[_Seg, ...], str]
@@ -81,10 +82,16 @@ class NamedReuser:
 
 @dataclass(frozen=True)
 class Partition:
-    """One public area of a territory partition (a district, a commune)."""
+    """One public area of a territory partition (a district, a commune).
+
+    `tile` places it on the observatory's tile map (column, row from the top left); optional,
+    and absent from the canonical form when absent, so that charters written before it keep
+    their hash. Areas without one are laid out in order.
+    """
 
     id: str
     name: str
+    tile: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,11 @@ class _PartitionSchema(_Schema):
     model = Partition
     id = _str(_KEY)
     name = _str()
+    tile = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_TILE)),
+        validate=validate.Length(equal=2, error="A tile is [column, row]."),
+        load_default=None,
+    )
 
 
 class _TerritorySchema(_Schema):
@@ -468,6 +480,21 @@ def _unique_ids(items: Any, path: tuple[_Seg, ...], out: list[_Error]) -> set[st
     return set(first)
 
 
+def _unique_tiles(items: Any, path: tuple[_Seg, ...], out: list[_Error]) -> None:
+    """Two areas of one partition never share a tile of the map."""
+    first: dict[tuple[Any, ...], int] = {}
+    for i, entry in _entries(items):
+        tile = entry.get("tile")
+        if not isinstance(tile, list) or len(tile) != 2:
+            continue
+        key = tuple(tile)
+        if key in first:
+            where = _render((*path, first[key]))
+            out.append(((*path, i, "tile"), f"tile {list(key)} is already used by {where}"))
+        else:
+            first[key] = i
+
+
 def _cross_check(raw: dict[str, Any]) -> list[_Error]:
     """Uniqueness and references, on the raw data so they are reported even beside type errors."""
     out: list[_Error] = []
@@ -479,6 +506,7 @@ def _cross_check(raw: dict[str, Any]) -> list[_Error]:
     if isinstance(partitions, dict):
         for name, entries in partitions.items():
             _unique_ids(entries, ("territory", "partitions", str(name)), out)
+            _unique_tiles(entries, ("territory", "partitions", str(name)), out)
     for i, purpose in _entries(raw.get("purposes")):
         base: tuple[_Seg, ...] = ("purposes", i)
         own = purpose.get("reuser_categories")
@@ -584,6 +612,14 @@ def purpose_dict(p: Purpose) -> dict[str, Any]:
     }
 
 
+def _partition_dict(entry: Partition) -> dict[str, Any]:
+    # No "tile" key when there is none: the canonical form (and hash) of older charters stays.
+    out: dict[str, Any] = {"id": entry.id, "name": entry.name}
+    if entry.tile is not None:
+        out["tile"] = list(entry.tile)
+    return out
+
+
 def to_dict(doc: CharterDocument) -> dict[str, Any]:
     """The normalized, JSON-able form: ISO dates, decimals as strings, defaults filled in."""
     t = doc.territory
@@ -595,7 +631,7 @@ def to_dict(doc: CharterDocument) -> dict[str, Any]:
             "name": t.name,
             "code": t.code,
             "partitions": {
-                name: [{"id": e.id, "name": e.name} for e in entries]
+                name: [_partition_dict(e) for e in entries]
                 for name, entries in t.partitions.items()
             },
         },

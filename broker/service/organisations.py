@@ -17,13 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from anonymize.service import Requester
 from audit import service as audit
-from broker.models import CommitteeMember, Organisation, Role
+from broker.models import CommitteeMember, Organisation, OrganisationMember, Role
 from broker.service import outbound
 from charter import service as charters
 from charter.document import CharterDocument
 from common.clock import utcnow
-from common.errors import ConflictError, InvalidInputError, NotFoundError
+from common.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from consent.accounts import normalize_email
 from consent.models import Citizen
 
@@ -32,6 +33,8 @@ MAX_SLUG, MAX_NAME, MAX_URI = 64, 200, 500
 # The charter's reuser category says who an organisation is to the citizens who consent.
 CATEGORY_REQUIRED = frozenset({Role.REUSER, Role.CITY_SERVICE, Role.OBSERVATORY})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})  # RFC 8252 §7.3
+# Who receives statistics (anonymize.api.ASKING_ROLES): their members see them on the portal.
+STATISTICS_ROLES = frozenset({Role.OBSERVATORY, Role.CITY_SERVICE})
 
 
 class _Unset(enum.Enum):
@@ -317,12 +320,7 @@ def add_committee_member(
 ) -> CommitteeMember:
     """Let the portal account with this e-mail use the admin pages. Idempotent;
     NotFoundError when no account has this address (the person signs up first)."""
-    citizen = session.scalar(select(Citizen).where(Citizen.email == normalize_email(email)))
-    if citizen is None:
-        raise NotFoundError(
-            "No portal account has this address: the person signs up first.",
-            fields={"email": ["No account with this address."]},
-        )
+    citizen = _citizen_by_email(session, email)
     member = session.scalar(select(CommitteeMember).where(CommitteeMember.citizen_id == citizen.id))
     if member is not None:
         return member
@@ -340,6 +338,16 @@ def add_committee_member(
     return member
 
 
+def _citizen_by_email(session: Session, email: str) -> Citizen:
+    citizen = session.scalar(select(Citizen).where(Citizen.email == normalize_email(email)))
+    if citizen is None:
+        raise NotFoundError(
+            "No portal account has this address: the person signs up first.",
+            fields={"email": ["No account with this address."]},
+        )
+    return citizen
+
+
 def get_committee_member(session: Session, citizen_id: uuid.UUID) -> CommitteeMember | None:
     """The membership of this portal account, or None."""
     return session.scalar(select(CommitteeMember).where(CommitteeMember.citizen_id == citizen_id))
@@ -348,3 +356,83 @@ def get_committee_member(session: Session, citizen_id: uuid.UUID) -> CommitteeMe
 def is_committee_member(session: Session, citizen_id: uuid.UUID) -> bool:
     """Whether this portal account may use the committee's admin pages."""
     return get_committee_member(session, citizen_id) is not None
+
+
+# --- portal accounts acting for an organisation -----------------------------------------
+
+
+def add_member(
+    session: Session,
+    email: str,
+    organisation_slug: str,
+    *,
+    note: str = "",
+    actor: str = "cli",
+) -> OrganisationMember:
+    """Let the portal account with this e-mail act for one organisation on its portal pages
+    (an observatory's statistics). Idempotent.
+
+    NotFoundError when no account has this address or no organisation this slug;
+    ConflictError when the account already acts for another organisation (one per account,
+    so that every page it sees belongs to one party); ForbiddenError for a suspended one.
+    """
+    citizen = _citizen_by_email(session, email)
+    organisation = get_organisation_by_slug(session, organisation_slug)
+    if organisation.suspended_at is not None:
+        raise ForbiddenError(
+            f'The organisation "{organisation.slug}" is suspended: it gets no new members.',
+            fields={"organisation": ["This organisation is suspended."]},
+        )
+    member = get_member(session, citizen.id)
+    if member is not None:
+        if member.organisation_id == organisation.id:
+            return member
+        raise ConflictError(
+            "This account already acts for another organisation.",
+            fields={"email": ["One organisation per account."]},
+        )
+    member = OrganisationMember(
+        id=uuid.uuid4(), citizen_id=citizen.id, organisation_id=organisation.id, note=note
+    )
+    session.add(member)
+    _flush_unique(session, "This account already acts for an organisation.")
+    # The log names the member's account by its subject tag, never by e-mail.
+    audit.append(
+        session,
+        event="admin:member:add",
+        actor=actor,
+        subject_id=citizen.subject_id,
+        detail={"member": str(member.id), "organisation": organisation.slug},
+    )
+    return member
+
+
+def get_member(session: Session, citizen_id: uuid.UUID) -> OrganisationMember | None:
+    """The organisation membership of this portal account, or None."""
+    return session.scalar(
+        select(OrganisationMember).where(OrganisationMember.citizen_id == citizen_id)
+    )
+
+
+def member_requester(session: Session, citizen_id: uuid.UUID) -> Requester | None:
+    """Who this portal account asks statistics for: its organisation as a release requester,
+    with a client label of its own (`portal:<member id>`), or None when it acts for no
+    organisation, one that receives no statistics, or a suspended one (whose clients get no
+    token either). anonymize's views read it through `app.extensions` (it imports no broker).
+    """
+    found = session.execute(
+        select(OrganisationMember, Organisation)
+        .join(Organisation, Organisation.id == OrganisationMember.organisation_id)
+        .where(OrganisationMember.citizen_id == citizen_id)
+    ).first()
+    if found is None:
+        return None
+    member, organisation = found
+    if organisation.suspended_at is not None or organisation.role not in STATISTICS_ROLES:
+        return None
+    recipients = (organisation.slug, organisation.reuser_category)
+    return Requester(
+        organisation_id=organisation.id,
+        client_id=f"portal:{member.id}",
+        recipients=tuple(r for r in recipients if r is not None),
+    )

@@ -1,10 +1,54 @@
-"""The public privacy statement: the charter's figures, and the budget left this period."""
+"""The statistics pages: the public privacy statement; an observatory's releases for the
+portal accounts acting for it (chart, tile map, table, downloads, budget), and no one else's;
+the memberships that open them."""
 
 from __future__ import annotations
 
-from tests.anonymize.conftest import spec
+import copy
+import csv
+import dataclasses
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from anonymize import views
+from anonymize.maps import CLASSES
+from anonymize.models import Release
+from audit import service as audit
+from audit.models import AuditEntry
+from broker.cli import main
+from broker.models import OrganisationMember
+from broker.service import organisations, tokens
+from common.errors import ConflictError, ForbiddenError, NotFoundError
+from common.keyring import app_keyring
+from consent import accounts
+from tests.anonymize.conftest import DISTRICTS, spec, synthetic
+from tests.conftest import ISSUER, PASSWORD, sign_in
 
 RHO = "\N{GREEK SMALL LETTER RHO}"
+RELEASES = "/api/v1/releases"
+NS = "{http://www.w3.org/2000/svg}"
+FIGURE = re.compile(r'<figure class="maps__item" data-testid="map">\s*(<svg.*?</svg>)\s*'
+                    r"<figcaption>(.*?)</figcaption>", re.S)  # fmt: skip
+CELL = re.compile(r'<tr data-testid="cell" data-time="([^"]*)" data-area="([^"]*)" '
+                  r'data-suppressed="(true|false)">')  # fmt: skip
+
+
+def svg(text: str) -> ElementTree.Element:
+    return ElementTree.fromstring(text)  # noqa: S314 (our own output)
+
+
+def maps_of(html: str) -> list[tuple[str, ElementTree.Element]]:
+    """(caption, svg) of each tile map of a page."""
+    return [(caption, svg(body)) for body, caption in FIGURE.findall(html)]
 
 
 def test_the_privacy_statement_needs_a_charter(client):
@@ -32,3 +76,349 @@ def test_the_privacy_statement_is_in_english_too(client, charter):
     page = client.get("/statistics").get_data(as_text=True)
     assert "You are the protected unit" in page
     assert "at δ = 1e-07" in page
+
+
+# --- the observatory's pages -------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """A portal account acting for an observatory, and a token of the same observatory."""
+
+    browser: Any  # FlaskClient, signed in
+    email: str
+    slug: str
+    token: dict[str, str]
+
+
+def _token(session: Session, registered: Any) -> dict[str, str]:
+    issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
+    body = tokens.client_credentials(
+        session, registered.model, issuer, scope="releases:read", resource=None, dpop_jkt=None
+    )
+    session.commit()
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+@pytest.fixture
+def make_member(app, arranging_app, session, make_client, charter):
+    def make(role: str = "observatory", category: str = "public_service") -> Member:
+        registered = make_client(role, scope="releases:read", category=category)
+        slug = registered.model.organisation.slug
+        signed = sign_in(app, session)
+        organisations.add_member(session, signed.email, slug, actor="test")
+        session.commit()
+        asks = role in ("observatory", "city_service")  # only they hold releases:read
+        return Member(
+            signed.client, signed.email, slug, _token(session, registered) if asks else {}
+        )
+
+    return make
+
+
+@pytest.fixture
+def member(make_member) -> Member:
+    return make_member()
+
+
+def released(client, member: Member, staged, **overrides) -> dict[str, Any]:
+    made = client.post(RELEASES, json=spec(staged, **overrides), headers=member.token)
+    assert made.status_code == 201, made.get_json()
+    return made.get_json()
+
+
+PAGES = ("/statistics/releases", "/statistics/releases/{id}", "/statistics/releases/{id}.csv",
+         "/statistics/releases/{id}.json")  # fmt: skip
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_anonymous_visitors_are_sent_to_the_sign_in_page(client, page):
+    response = client.get(page.format(id=uuid.uuid4()))
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/sign-in?next=/statistics/releases")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_citizen_who_acts_for_no_observatory_gets_403(client, citizen, member, stage, page):
+    made = released(client, member, stage())
+    response = citizen.client.get(page.format(id=made["id"]))
+    assert response.status_code == 403
+    assert "réservées aux observatoires" in response.get_data(as_text=True)
+
+
+def test_a_member_of_a_reuser_gets_403_and_of_a_suspended_observatory_too(
+    client, make_member, session
+):
+    reuser = make_member("reuser", "company")
+    assert reuser.browser.get("/statistics/releases").status_code == 403
+    observatory = make_member()
+    assert observatory.browser.get("/statistics/releases").status_code == 200
+    found = organisations.get_organisation_by_slug(session, observatory.slug)
+    organisations.update_organisation(session, found.id, actor="test", suspended=True)
+    session.commit()
+    assert observatory.browser.get("/statistics/releases").status_code == 403
+
+
+def test_without_the_brokers_answer_nobody_sees_releases(app, member):
+    del app.extensions[views.REQUESTER_EXTENSION]
+    assert member.browser.get("/statistics/releases").status_code == 403
+
+
+def test_a_member_lists_its_own_releases_only(client, member, make_member, stage):
+    other = make_member()
+    staged = stage()
+    mine = released(client, member, staged)
+    theirs = released(client, other, staged, measure="count")
+    page = member.browser.get("/statistics/releases")
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store"
+    html = page.get_data(as_text=True)
+    assert f'data-id="{mine["id"]}"' in html
+    assert theirs["id"] not in html
+    assert 'data-testid="budget-organisation"' in html
+    assert not re.search(RHO + r" = \d+\.\d*0000\b", html)  # exact, without trailing zeros
+
+
+def test_an_empty_list_says_how_to_ask(member):
+    html = member.browser.get("/statistics/releases").get_data(as_text=True)
+    assert 'data-testid="no-releases"' in html
+    assert f"{RHO} = 1 restant sur 1" in html  # nothing spent yet
+
+
+@pytest.mark.parametrize("suffix", ["", ".csv", ".json"])
+def test_another_observatorys_release_answers_404(client, member, make_member, stage, suffix):
+    theirs = released(client, make_member(), stage())
+    response = member.browser.get(f"/statistics/releases/{theirs['id']}{suffix}")
+    assert response.status_code == 404
+    assert "text/html" in response.content_type  # the portal's 404 page, nothing of theirs
+    assert 'data-testid="release-facts"' not in response.get_data(as_text=True)
+    assert member.browser.get(f"/statistics/releases/{uuid.uuid4()}{suffix}").status_code == 404
+
+
+def test_a_release_page_has_its_chart_maps_table_downloads_and_budget(client, member, stage):
+    made = released(client, member, stage())
+    response = member.browser.get(f"/statistics/releases/{made['id']}")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    html = response.get_data(as_text=True)
+    chart = svg(re.search(r'<figure class="chart" data-testid="chart">.*?(<svg.*?</svg>)',
+                          html, re.S).group(1))  # fmt: skip
+    assert chart.get("role") == "img"
+    assert chart.find(f"{NS}title") is not None
+    assert chart.find(f"{NS}desc") is not None
+    drawn = maps_of(html)
+    assert [caption for caption, _ in drawn] == ["2026-01", "2026-02", "2026-03"]
+    for _, tile_map in drawn:
+        assert tile_map.get("role") == "img"
+        assert tile_map.find(f"{NS}title").text.startswith("mean")
+        assert tile_map.find(f"{NS}desc").text
+        tiles = tile_map.findall(f"{NS}g")
+        assert [t.get("data-area") for t in tiles] == list(DISTRICTS)
+        centre = next(t for t in tiles if t.get("data-area") == "D01")
+        assert centre.find(f"{NS}title").text.startswith("D01 Centre-ville: ")
+        rect = centre.find(f"{NS}rect")
+        assert (rect.get("x"), rect.get("y")) == ("144", "144")  # its tile [2, 2]
+    cells = made["result"]["cells"]
+    rows = CELL.findall(html)
+    assert len(rows) == len(cells) == 60
+    for row, cell in zip(rows, cells, strict=True):
+        assert row == (cell["time"], cell["area"], str(cell["suppressed"]).lower())
+    suppressed = [c for c in cells if c["suppressed"]]
+    assert html.count('data-testid="flag-suppressed"') == len(suppressed)
+    assert 'data-testid="map-legend"' in html
+    assert f'href="/statistics/releases/{made["id"]}.csv"' in html
+    assert f'href="/statistics/releases/{made["id"]}.json"' in html
+    assert 'data-testid="budget-population"' in html
+    assert "Valeurs et intervalles à 95 %" in html
+    assert "%%" not in html
+
+
+def test_suppressed_and_low_accuracy_areas_are_not_coloured_as_data(client, member, stage):
+    # 60 citizens over 20 districts: most cells fall under the minimum cohort.
+    made = released(client, member, stage(citizens=60), rho="0.01")
+    html = member.browser.get(f"/statistics/releases/{made['id']}").get_data(as_text=True)
+    by_key = {(c["time"], c["area"]): c for c in made["result"]["cells"]}
+    seen = set()
+    for time, tile_map in maps_of(html):
+        for tile in tile_map.findall(f"{NS}g"):
+            cell = by_key[(time, tile.get("data-area"))]
+            state, fill = tile.get("data-state"), tile.find(f"{NS}rect").get("fill")
+            seen.add(state)
+            if cell["suppressed"] or cell["mean"]["value"] is None:
+                assert state == "suppressed"
+                assert fill.startswith("url(#map-")
+            elif cell["mean"]["low_accuracy"]:
+                assert (state, fill) == ("low-accuracy", "#ffffff")
+            else:
+                assert state.startswith("class-")
+                assert fill in CLASSES
+    assert "suppressed" in seen
+
+
+def test_a_release_without_areas_has_no_map(client, member, stage):
+    made = released(client, member, stage(), partition=None, measure="count")
+    html = member.browser.get(f"/statistics/releases/{made['id']}").get_data(as_text=True)
+    assert 'data-testid="maps"' not in html
+    assert 'data-testid="chart"' in html
+
+
+def test_downloads_are_the_apis_csv_and_json(client, member, stage):
+    made = released(client, member, stage())
+    base = f"/statistics/releases/{made['id']}"
+    as_csv = member.browser.get(f"{base}.csv")
+    assert as_csv.status_code == 200
+    assert as_csv.mimetype == "text/csv"
+    assert "attachment" in as_csv.headers["Content-Disposition"]
+    assert as_csv.headers["Cache-Control"] == "no-store"
+    api_csv = client.get(f"{RELEASES}/{made['id']}/csv", headers=member.token)
+    assert as_csv.get_data() == api_csv.get_data()
+    rows = list(csv.reader(io.StringIO(as_csv.get_data(as_text=True))))
+    assert len(rows) == 61
+    as_json = member.browser.get(f"{base}.json")
+    assert as_json.mimetype == "application/json"
+    assert json.loads(as_json.get_data()) == made
+
+
+def test_cells_with_unknown_measures_are_shown_whatever_their_shape(client, member, stage, session):
+    made = released(client, member, stage(), measure="count")
+    row = session.get(Release, uuid.UUID(made["id"]))
+    result = copy.deepcopy(row.result)
+    result["measure"] = "histogram"
+    for cell in result["cells"]:
+        if not cell["suppressed"]:
+            cell["histogram"] = {"edges": [0, 100, 200], "counts": [{"value": 4.0}, {"value": 7}]}
+            cell["quantile"] = {"value": 123.456, "ci95": [100.0, 150.0], "low_accuracy": False,
+                                "q": 0.5}  # fmt: skip
+    # Releases are append-only: a twin of it, as a histogram release would be stored.
+    twin = Release(
+        id=uuid.uuid4(),
+        result=result,
+        request_hash="0" * 64,
+        **{
+            name: getattr(row, name)
+            for name in ("organisation_id", "client_id", "dataset_id", "purpose", "period",
+                         "mechanism", "rho", "epsilon", "delta", "spec")
+        },
+    )  # fmt: skip
+    session.add(twin)
+    session.commit()
+    response = member.browser.get(f"/statistics/releases/{twin.id}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "edges = [0, 100, 200]; counts = [4.00, 7]" in html
+    assert "123" in html
+    assert "q = 0.50" in html
+    assert '<th scope="col">histogram' in html
+    assert '<th scope="col">quantile' in html
+    assert 'data-testid="maps"' in html  # mapped by count, the one value per cell
+
+
+def test_the_observatory_pages_are_in_english_too(client, member, stage):
+    made = released(client, member, stage())
+    with member.browser.session_transaction() as browser:
+        browser["lang"] = "en"
+    html = member.browser.get(f"/statistics/releases/{made['id']}").get_data(as_text=True)
+    assert "Download as CSV" in html
+    assert "All the values" in html
+    assert "Centre-ville: " in html
+    assert "95 % interval" in html
+    assert "Values and 95 % intervals" in html
+    assert "%%" not in html
+    listing = member.browser.get("/statistics/releases").get_data(as_text=True)
+    assert "Our statistics" in listing
+
+
+# --- memberships ---------------------------------------------------------------------------
+
+
+def test_a_membership_is_idempotent_and_audited_once(session, make_client, charter):
+    slug = make_client("observatory", category="public_service").model.organisation.slug
+    accounts.sign_up(session, email="obs@example.org", password=PASSWORD)
+    first = organisations.add_member(session, "OBS@example.org", slug, actor="test")
+    again = organisations.add_member(session, "obs@example.org", slug, actor="test")
+    session.commit()
+    assert first.id == again.id
+    entries = session.scalars(select(AuditEntry).where(AuditEntry.event == "admin:member:add"))
+    (entry,) = entries.all()
+    assert entry.actor == "test"
+    assert entry.subject_tag is not None  # the account, by its subject tag
+    detail = audit.detail(session, entry.id)
+    assert detail == {"member": str(first.id), "organisation": slug}
+    assert "obs@" not in json.dumps([entry.actor, detail, entry.subject_tag])
+
+
+def test_a_membership_needs_an_account_an_organisation_and_only_one(session, make_client, charter):
+    slug = make_client("observatory", category="public_service").model.organisation.slug
+    other = make_client("observatory", category="public_service").model.organisation.slug
+    with pytest.raises(NotFoundError, match="signs up first"):
+        organisations.add_member(session, "nobody@example.org", slug)
+    accounts.sign_up(session, email="obs@example.org", password=PASSWORD)
+    with pytest.raises(NotFoundError):
+        organisations.add_member(session, "obs@example.org", "no-such-organisation")
+    organisations.add_member(session, "obs@example.org", slug)
+    with pytest.raises(ConflictError, match="another organisation"):
+        organisations.add_member(session, "obs@example.org", other)
+
+
+def test_a_suspended_organisation_gets_no_member(session, make_client, charter):
+    organisation = make_client("observatory", category="public_service").model.organisation
+    organisations.update_organisation(session, organisation.id, actor="test", suspended=True)
+    accounts.sign_up(session, email="obs@example.org", password=PASSWORD)
+    with pytest.raises(ForbiddenError, match="suspended"):
+        organisations.add_member(session, "obs@example.org", organisation.slug)
+
+
+def test_member_add_on_the_command_line(app, session, make_client, charter):
+    slug = make_client("observatory", category="public_service").model.organisation.slug
+    runner = app.test_cli_runner()
+    refused = runner.invoke(main, ["member", "add", "obs@example.org", slug])
+    assert refused.exit_code == 1
+    assert "signs up first" in refused.stderr
+    accounts.sign_up(session, email="obs@example.org", password=PASSWORD)
+    session.commit()
+    added = runner.invoke(main, ["member", "add", "obs@example.org", slug])
+    assert added.exit_code == 0, added.stderr
+    assert f"acts for organisation {slug}" in added.stdout
+    unknown = runner.invoke(main, ["member", "add", "obs@example.org", "nope"])
+    assert unknown.exit_code == 1
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(OrganisationMember)) == 1
+
+
+# --- the citizen's view --------------------------------------------------------------------
+
+
+def test_a_citizen_sees_how_many_releases_their_data_went_into(
+    client, citizen, other_citizen, member, stage
+):
+    records = synthetic(400)
+    mine = records[0].subject_id
+    records = [
+        dataclasses.replace(r, subject_id=citizen.subject_id) if r.subject_id == mine else r
+        for r in records
+    ]
+    staged = stage(records=records)
+    before = citizen.client.get("/statistics/me")
+    assert before.status_code == 200
+    assert 'data-releases="0"' in before.get_data(as_text=True)
+    released(client, member, staged)
+    released(client, member, staged, measure="count", rho="0.05")
+    html = citizen.client.get("/statistics/me").get_data(as_text=True)
+    assert 'data-releases="2"' in html
+    assert "Vos données ont contribué à 2 statistiques publiées cette période" in html
+    assert re.search(RHO + r" = 0\.\d+, soit \u03b5 = \d+\.\d{3} \(\u03b4 = 1e-07\)", html), html
+    assert 'href="/statistics"' in html
+    assert 'data-releases="0"' in other_citizen.client.get("/statistics/me").get_data(as_text=True)
+
+
+def test_the_citizens_view_needs_a_sign_in_and_is_linked_from_the_navigation(client, citizen):
+    response = client.get("/statistics/me")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/sign-in")
+    home = citizen.client.get("/").get_data(as_text=True)
+    assert 'href="/statistics/me"' in home
+    assert 'data-testid="nav-releases"' not in home
+
+
+def test_members_find_their_releases_in_the_navigation(member):
+    assert 'data-testid="nav-releases"' in member.browser.get("/").get_data(as_text=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
@@ -21,7 +22,10 @@ from sqlalchemy.orm import Session
 from audit.models import AuditEntry
 from broker import demo
 from broker.models import Dataset, DatasetAuth, Organisation
+from broker.service import access, organisations
 from common.clock import utcnow
+from consent import accounts
+from consent.models import Citizen
 from examples.holders import NAMES, build
 from examples.holders.app import create_app
 from tests.conftest import ISSUER
@@ -164,3 +168,39 @@ def test_ecowatt_files_an_access_request_for_energy_coaching_with_its_api_client
     assert filed.get_json()["status"] == "approved"
     grants = client.get("/api/v1/grants", headers=bearer).get_json()
     assert [g["purpose"] for g in grants] == ["energy-coaching"]
+
+
+def test_the_observatorys_account_sees_its_statistics_under_an_aggregate_grant(
+    app: Flask, session: Session, tmp_path: Path, holders: dict[str, str]
+) -> None:
+    # Without holders: the member is made, the grant waits for the datasets.
+    lines = _seed(app, tmp_path, [])
+    assert f"{demo.DEMO_OBSERVATORY_MEMBER} acts for {demo.OBSERVATORY_SLUG}" in lines
+    assert any("no energy dataset registered yet" in line for line in lines), lines
+    first = _seed(app, tmp_path, [holders["electricity"], holders["gas"]])
+    assert f"aggregate access request of {demo.OBSERVATORY_SLUG}: approved" in first, first
+    again = _seed(app, tmp_path, [holders["electricity"], holders["gas"]])
+    assert any("already exists" in line and "aggregate grant" in line for line in again)
+    observatory = organisations.get_organisation_by_slug(session, demo.OBSERVATORY_SLUG)
+    (grant,) = access.own_grants(session, observatory.id)
+    assert (grant.purpose_id, grant.mode) == ("energy-observatory", "aggregate")
+    covered = {
+        d.slug for d in session.scalars(select(Dataset).where(Dataset.id.in_(
+            [uuid.UUID(i) for i in grant.dataset_ids])))
+    }  # fmt: skip
+    assert covered == {"electricity-load-curve", "electricity-daily", "gas-daily"}
+    citizen = session.scalar(select(Citizen).where(Citizen.email == demo.DEMO_OBSERVATORY_MEMBER))
+    assert citizen is not None
+    requester = organisations.member_requester(session, citizen.id)
+    assert requester is not None
+    assert requester.organisation_id == observatory.id
+    assert requester.recipients == (demo.OBSERVATORY_SLUG, "public_service")
+    policy = accounts.SessionPolicy(
+        app.config["CITIZEN_SESSION_IDLE"], app.config["CITIZEN_SESSION_MAX"]
+    )
+    token = accounts.start_session(session, citizen, policy=policy)
+    session.commit()
+    browser = app.test_client()
+    with browser.session_transaction() as cookie:
+        cookie["sid"] = token
+    assert browser.get("/statistics/releases").status_code == 200

@@ -8,9 +8,11 @@ concurrent clients on loopback. A holder organisation (with its own API, the res
 introspects access tokens that a reuser obtained for that API (client_credentials with
 `resource`), as a holder's API does before serving a request. The tokens are minted
 in-process right before the timed phase (they live 5 minutes); only answers `"active": true`
-count.
+count. As in production, a Celery broker is set (the Redis database of consent_writes.py; nothing
+is sent to it) and the access log's integrator runs every 2 s in a process of its own; with
+`--eager` it runs inside every request instead, as in tests and the demo.
 
-    .venv/bin/python bench/introspection.py [--seconds 10] [--clients 8] [--tokens 300]
+    .venv/bin/python bench/introspection.py [--seconds 10] [--clients 8] [--tokens 300] [--eager]
 
 Prints both rates and their ratio (target >= 0.5). Exit code 0 whatever the ratio (it is a
 measurement); 1 only when the bench itself cannot run. See bench/README.md.
@@ -23,6 +25,7 @@ import base64
 import http.client
 import itertools
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -37,10 +40,12 @@ from urllib.parse import quote, urlencode
 
 # The plumbing of consent_writes.py (same directory): phases, CPU accounting, gunicorn.
 from consent_writes import (
+    DEFAULT_BROKER,
     HOST,
     REQUEST_TIMEOUT,
     call,
     errors,
+    flush_broker,
     free_port,
     reset_database,
     run_phase,
@@ -53,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/tiers_bench"
 TARGET_RATIO = 0.5
 ACCESS_TOKEN_LIFE = 300  # seconds (broker.service.tokens.ACCESS_TTL): the phase must fit in it
+INTEGRATOR_PERIOD = 2.0  # seconds: broker/config.py's beat schedule for audit.integrate
 
 
 def introspect(port: int, authorization: str, token: str) -> str:
@@ -163,6 +169,51 @@ def mint(app: Any, reuser_id: str, resource_uri: str, count: int) -> list[str]:
         ]
 
 
+# --- The access log's integrator, as Celery beat runs it -----------------------------------
+
+
+def _integrate_every(period: float, stop: Any, sealed: Any) -> None:
+    """In its own process (as a Celery worker is): audit.integrate every `period` seconds."""
+    from audit import tasks
+    from broker.app import create_app
+
+    app = create_app()
+    while not stop.wait(period):
+        with app.app_context():
+            done = tasks.integrate.run()
+        with sealed.get_lock():
+            sealed.value += done
+
+
+class Integrator:
+    """Seals the introspections' audit rows every 2 s in a separate process, as production
+    does with a broker. Without one, `audit.tasks` would run the integrator inside every
+    request that appended a row: 11 more statements and two more commits per introspection,
+    which is the test and demo set-up, not a server's."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self.stop = context.Event()
+        self.sealed = context.Value("q", 0)
+        self.process = context.Process(
+            target=_integrate_every, args=(INTEGRATOR_PERIOD, self.stop, self.sealed)
+        )
+
+    def __enter__(self) -> Integrator:
+        if self.enabled:
+            self.process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.enabled:
+            return
+        self.stop.set()
+        self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.kill()
+
+
 # --- Main ----------------------------------------------------------------------------------
 
 
@@ -173,6 +224,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
     parser.add_argument("--tokens", type=int, default=300, help="live access tokens to cycle")
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="no CELERY_BROKER_URL: the integrator runs inside every request (tests, the demo)",
+    )
     args = parser.parse_args()
     if not (args.seconds > 0 and 0 <= args.warmup <= 60 and 1 <= args.clients <= 256):
         parser.error("--seconds > 0, --warmup in [0, 60], --clients in [1, 256]")
@@ -191,8 +247,12 @@ def main() -> int:
         "DATABASE_URL": database_url,
         "TIERS_ISSUER": f"http://{HOST}:{port}",  # the issuer is the server's real URL
     }
-    for name in ("CELERY_BROKER_URL", "TIERS_KEYS_DIR"):  # introspection publishes nothing
-        env.pop(name, None)
+    env.pop("TIERS_KEYS_DIR", None)
+    env.pop("CELERY_BROKER_URL", None)
+    if not args.eager:
+        # As in production: with a broker, commits only kick Celery (introspection publishes
+        # nothing) and the access log is sealed by beat, here the Integrator process.
+        env["CELERY_BROKER_URL"] = DEFAULT_BROKER
     os.environ.clear()
     os.environ.update(env)  # create_app() in this process reads the same settings
 
@@ -200,12 +260,15 @@ def main() -> int:
     from broker.app import create_app
 
     print(
-        f"machine: {os.cpu_count() or 1} CPUs; database {database_url.split('@')[-1]}",
+        f"machine: {os.cpu_count() or 1} CPUs, load average {os.getloadavg()[0]:.1f}; database "
+        f"{database_url.split('@')[-1]}; integrator: "
+        f"{'in every request (--eager)' if args.eager else 'every 2 s, own process'}",
         flush=True,
     )
     server = None
     try:
         started = time.perf_counter()
+        flush_broker(env.get("CELERY_BROKER_URL"))
         reset_database(database_url)
         app = create_app()
         authorization, reuser_id, resource_uri = prepare(app)
@@ -233,33 +296,37 @@ def main() -> int:
         if bare.cpu:
             print(bare.cpu, flush=True)
 
-        minted_at = time.perf_counter()
-        live_tokens = mint(app, reuser_id, resource_uri, args.tokens)
-        app.extensions["db.engine"].dispose()
-        print(
-            f"minted {len(live_tokens)} access tokens in {time.perf_counter() - minted_at:.1f} s",
-            flush=True,
-        )
-        first = introspect(port, authorization, live_tokens[0])
-        if first != "active":
-            raise SystemExit(f"a fresh token is not active at introspection: {first}")
+        # Started before minting, so its start-up is over when the timed phase begins; it
+        # seals the minted tokens' rows, then the introspections' (its CPU counts as "rest of
+        # machine").
+        with Integrator(enabled=not args.eager) as integrator:
+            minted_at = time.perf_counter()
+            live_tokens = mint(app, reuser_id, resource_uri, args.tokens)
+            app.extensions["db.engine"].dispose()
+            minting = time.perf_counter() - minted_at
+            print(f"minted {len(live_tokens)} access tokens in {minting:.1f} s", flush=True)
+            first = introspect(port, authorization, live_tokens[0])
+            if first != "active":
+                raise SystemExit(f"a fresh token is not active at introspection: {first}")
 
-        # Introspections: each client cycles over the tokens from its own offset.
-        def introspect_job(index: int) -> Callable[[], str | None]:
-            order = itertools.cycle(live_tokens[index:] + live_tokens[:index])
-            return lambda: introspect(port, authorization, next(order))
+            # Introspections: each client cycles over the tokens from its own offset.
+            def introspect_job(index: int) -> Callable[[], str | None]:
+                order = itertools.cycle(live_tokens[index:] + live_tokens[:index])
+                return lambda: introspect(port, authorization, next(order))
 
-        checks = run_phase(
-            args.clients, args.warmup, args.seconds, introspect_job, "active", server.pid
-        )
-        check_rate = checks.ok / checks.elapsed
-        print(
-            f"POST /oauth/introspect: {check_rate:.1f} introspections/s ({checks.ok} active, "
-            f"{errors(checks, 'active')} errors, over {checks.elapsed:.1f} s)",
-            flush=True,
-        )
-        if checks.cpu:
-            print(checks.cpu, flush=True)
+            checks = run_phase(
+                args.clients, args.warmup, args.seconds, introspect_job, "active", server.pid
+            )
+            check_rate = checks.ok / checks.elapsed
+            print(
+                f"POST /oauth/introspect: {check_rate:.1f} introspections/s ({checks.ok} active, "
+                f"{errors(checks, 'active')} errors, over {checks.elapsed:.1f} s)",
+                flush=True,
+            )
+            if checks.cpu:
+                print(checks.cpu, flush=True)
+        if integrator.enabled:
+            print(f"the integrator sealed {integrator.sealed.value} audit rows meanwhile")
     finally:
         if server is not None:
             stop_gunicorn(server)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.orm import Session
 
 from audit import service as audit
@@ -32,7 +32,7 @@ from broker.models import (
     TokenKind,
 )
 from broker.service import scopes
-from broker.service.credentials import Caller, hash_value
+from broker.service.credentials import BASIC_CALLER, Caller, basic_caller, hash_value
 from common import jose
 from common.clock import as_utc, utcnow
 from common.keyring import Keyring, sign
@@ -420,18 +420,34 @@ _VIEW = (
 # Built once: composing a statement costs more CPU than running it (see bench/introspection.py).
 _VIEW_BY_HASH = _VIEW.where(Token.token_hash == bindparam("token_hash"))
 _VIEW_BY_JTI = _VIEW.where(Token.jti == bindparam("jti"))
+# Introspection by a client_secret_basic caller: the caller and the token in one round trip.
+# The token side is outer-joined, so an unknown token still returns the caller's row.
+_TOKEN = _VIEW_BY_HASH.subquery("token")
+_BASIC_CALLER_AND_TOKEN = BASIC_CALLER.add_columns(*_TOKEN.c).outerjoin(_TOKEN, true())
+_VIEW_FIELDS = tuple(_TOKEN.c.keys())
+
+
+def _token_hash(value: str) -> str | None:
+    """The hash a token is looked up by; None for a value no token can have."""
+    if not value or len(value) > jose.MAX_TOKEN_BYTES:
+        return None
+    return hash_value(value)
 
 
 def view_by_hash(session: Session, value: str) -> TokenView | None:
-    """The token whose value is `value` (looked up by its hash), or None."""
-    if not value or len(value) > jose.MAX_TOKEN_BYTES:
+    """The token whose value is `value` (looked up by its hash), or None.
+
+    Core on the session's connection, as for every statement of this hot path: the ORM layer
+    would add nothing to a read of plain columns but its CPU."""
+    token_hash = _token_hash(value)
+    if token_hash is None:
         return None
-    row = session.execute(_VIEW_BY_HASH, {"token_hash": hash_value(value)}).one_or_none()
+    row = session.connection().execute(_VIEW_BY_HASH, {"token_hash": token_hash}).one_or_none()
     return TokenView(**row._asdict()) if row is not None else None
 
 
 def view_by_jti(session: Session, jti: str) -> TokenView | None:
-    row = session.execute(_VIEW_BY_JTI, {"jti": jti}).one_or_none()
+    row = session.connection().execute(_VIEW_BY_JTI, {"jti": jti}).one_or_none()
     return TokenView(**row._asdict()) if row is not None else None
 
 
@@ -467,7 +483,34 @@ def introspect(session: Session, caller: Caller, value: str) -> dict[str, Any]:
     """RFC 7662 from the current state. A caller learns about a token only if it is the
     token's client or its audience (the holder whose API the token names); otherwise the
     answer is `{"active": false}`, as for an unknown token."""
-    token = view_by_hash(session, value)
+    return _answer(session, caller, view_by_hash(session, value))
+
+
+def introspect_basic(
+    session: Session, client_id: str, secret: str, value: str
+) -> dict[str, Any] | None:
+    """`introspect` for a client_secret_basic caller, its authentication included: None when
+    the client fails it. One query reads the caller and the token; the token side is never
+    used for a caller that failed."""
+    token_hash = _token_hash(value) or ""  # "" matches no token: the caller is still read
+    row = None
+    if client_id and len(client_id) <= 64:
+        row = (
+            session.connection()
+            .execute(_BASIC_CALLER_AND_TOKEN, {"client_id": client_id, "token_hash": token_hash})
+            .one_or_none()
+        )
+    caller = basic_caller(row, client_id, secret)
+    if caller is None or row is None:
+        return None
+    token = None
+    if row.kind is not None:  # never NULL in a token row: NULL means no token matched
+        token = TokenView(**{name: getattr(row, name) for name in _VIEW_FIELDS})
+    return _answer(session, caller, token)
+
+
+def _answer(session: Session, caller: Caller, token: TokenView | None) -> dict[str, Any]:
+    """The RFC 7662 answer about `token` to `caller`, judged now and audited."""
     judged = state(session, token)
     if token is not None and not (
         caller.pk == token.client_pk

@@ -308,17 +308,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# gunicorn hooks for --profile: from its first POST (the consent phase), each worker profiles
+# its own CPU time (cProfile with process_time: waits on the database or the clients do not
+# count) and dumps it on exit.
+PROFILE_HOOKS = """
+import cProfile, os, time
+
+def post_fork(server, worker):
+    worker.tiers_profile = None
+
+def pre_request(worker, req):
+    if worker.tiers_profile is None and req.method == "POST":  # the consent phase only
+        worker.tiers_profile = cProfile.Profile(time.process_time)
+        worker.tiers_profile.enable()
+
+def worker_exit(server, worker):
+    if worker.tiers_profile is None:
+        return
+    worker.tiers_profile.disable()
+    worker.tiers_profile.dump_stats(os.path.join({directory!r}, f"worker-{{os.getpid()}}.prof"))
+"""
+
+
 def start_gunicorn(
-    workers: int, port: int, env: dict[str, str], log: Path
+    workers: int, port: int, env: dict[str, str], log: Path, profile: Path | None = None
 ) -> subprocess.Popen[bytes]:
     venv_gunicorn = ROOT / ".venv" / "bin" / "gunicorn"
     gunicorn = str(venv_gunicorn) if venv_gunicorn.exists() else shutil.which("gunicorn")
     if gunicorn is None:
         raise SystemExit("gunicorn not found (make install)")
+    hooks: list[str] = []
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        config = log.parent / "gunicorn_profile.py"
+        config.write_text(PROFILE_HOOKS.format(directory=str(profile.resolve())))
+        hooks = ["-c", str(config)]
     with log.open("wb") as out:
         return subprocess.Popen(
             [
                 gunicorn,
+                *hooks,
                 "-w",
                 str(workers),
                 "-b",
@@ -417,6 +446,13 @@ def main() -> int:
         action="store_true",
         help="no CELERY_BROKER_URL: the outbox relay runs in-process after each commit",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="directory: each gunicorn worker writes a cProfile of its CPU time there "
+        "(figures are then slower; read them with python -m pstats)",
+    )
     args = parser.parse_args()
     if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 60 and 1 <= args.clients <= 256):
         parser.error("--seconds in (0, 600], --warmup in [0, 60], --clients in [1, 256]")
@@ -471,7 +507,7 @@ def main() -> int:
 
         port = free_port()
         log = Path(instance) / "gunicorn.log"
-        server = start_gunicorn(args.workers, port, env, log)
+        server = start_gunicorn(args.workers, port, env, log, args.profile)
         wait_healthy(server, port, log)
         charter = json.loads(call(port, "GET", "/api/v1/charter").body)
         combos = combinations(charter)

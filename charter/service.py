@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from charter import document
 from charter.diff import CharterDiff, diff
 from charter.document import CharterDocument, Purpose
 from charter.models import CharterVersion
+from charter.notice import notice_hash
 from charter.odrl import to_odrl
 from common import outbox
 from common.clock import utcnow
@@ -47,16 +48,48 @@ class Charter:
         """When consents under terms this version changed stop being valid."""
         return self.row.published_at + timedelta(days=self.row.supersede_grace_days)
 
+    def terms_hash(self, purpose: Purpose) -> str:
+        """`document.terms_hash(purpose)` for a purpose of this version, computed once."""
+        return _derived(self.row.sha256, self.doc).terms[purpose.id]
 
-# sha256 -> parsed document. A stored version never changes, so the cache is always right.
-_PARSED: dict[str, CharterDocument] = {}
+    def notice_hash(self, purpose: Purpose, lang: str) -> str:
+        """`notice.notice_hash` of a purpose of this version, computed once per language."""
+        lang = "en" if lang == "en" else "fr"  # as notice_text does: any other is French
+        notices = _derived(self.row.sha256, self.doc).notices
+        key = (purpose.id, lang)
+        found = notices.get(key)
+        if found is None:
+            found = notices[key] = notice_hash(self.doc, purpose, lang)
+        return found
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """What a parsed version implies, worked out once: RFC 8785 and SHA-256 per consent add up."""
+
+    doc: CharterDocument
+    terms: dict[str, str]  # purpose id -> terms hash
+    notices: dict[tuple[str, str], str]  # (purpose id, language) -> notice hash, filled on use
+
+
+# sha256 -> parsed document and its hashes. A stored version never changes, so the cache is
+# always right; a newly published version has a new sha256, so it is parsed on its first read.
+_PARSED: dict[str, _Derived] = {}
+
+
+def _derived(sha256: str, doc: CharterDocument) -> _Derived:
+    found = _PARSED.get(sha256)
+    if found is None or found.doc is not doc:
+        found = _PARSED[sha256] = _Derived(doc, document.terms_hashes(doc), {})
+    return found
 
 
 def _wrap(row: CharterVersion) -> Charter:
-    doc = _PARSED.get(row.sha256)
-    if doc is None:
-        doc = _PARSED[row.sha256] = document.parse(row.source_yaml)  # loads the deferred text
-    return Charter(row=row, doc=doc)
+    found = _PARSED.get(row.sha256)
+    if found is None:
+        doc = document.parse(row.source_yaml)  # loads the deferred text
+        found = _PARSED[row.sha256] = _Derived(doc, document.terms_hashes(doc), {})
+    return Charter(row=row, doc=found.doc)
 
 
 def load(session: Session, source: str) -> tuple[Charter, bool]:
@@ -98,14 +131,31 @@ def load(session: Session, source: str) -> tuple[Charter, bool]:
     return _wrap(row), True
 
 
+_TABLE = cast(Table, CharterVersion.__table__)
+# The id and hash of the version in force: one read of the published_at index per call.
+_LATEST = select(_TABLE.c.id, _TABLE.c.sha256).order_by(_TABLE.c.published_at.desc()).limit(1)
+_FULL_ROW = select(_TABLE).where(_TABLE.c.id == bindparam("version_id"))
+# The charter in force as last read by this process (None before the first read).
+_current: Charter | None = None
+
+
 def current(session: Session) -> Charter:
-    """The charter in force: the version published last."""
-    row = session.scalar(
-        select(CharterVersion).order_by(CharterVersion.published_at.desc()).limit(1)
-    )
-    if row is None:
+    """The charter in force: the version published last.
+
+    One indexed read of its id and hash per call, so a newly published version is in force
+    at once, in every process; the rest of the row and its parsed document are read once
+    per version. Its `row` is a transient, fully loaded copy shared by callers: read it,
+    never change it or add it to a session.
+    """
+    latest = session.connection().execute(_LATEST).first()
+    if latest is None:
         raise NotFoundError("No charter has been published yet.")
-    return _wrap(row)
+    global _current
+    cached = _current
+    if cached is None or cached.row.id != latest.id or cached.row.sha256 != latest.sha256:
+        stored = session.connection().execute(_FULL_ROW, {"version_id": latest.id}).one()
+        cached = _current = _wrap(CharterVersion(**stored._mapping))
+    return cached
 
 
 def current_or_none(session: Session) -> Charter | None:

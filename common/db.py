@@ -7,6 +7,7 @@ Services take a Session and never commit; only entry points open `unit_of_work()
 from __future__ import annotations
 
 import enum
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import JSON, DateTime, Engine, Enum, MetaData, Uuid, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -76,10 +78,16 @@ class HasId:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# A pooled connection idle for longer than this is pinged before use (see _ping_when_idle).
+PING_AFTER_IDLE = 1.0  # seconds
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets foreign keys and the pysqlite SAVEPOINT recipe."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, future=True)
+        engine = create_engine(url, future=True)
+        _ping_when_idle(engine, PING_AFTER_IDLE)
+        return engine
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     # SQLAlchemy's documented recipe: let SQLAlchemy emit BEGIN itself so SAVEPOINTs work.
@@ -96,6 +104,32 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """`pool_pre_ping`, for connections that sat in the pool more than `idle` seconds only.
+
+    A request checks a connection out twice (the citizen's session, then its unit of work),
+    and a ping is a round trip each time; a connection handed back a moment ago is alive.
+    A dead one (the database restarted) is replaced before use, as pre-ping would; one that
+    died within the last `idle` seconds fails its request, and that disconnect error makes
+    SQLAlchemy drop the whole pool, so the next requests reconnect.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since <= idle:
+            return  # just connected, or just handed back
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another (SQLAlchemy docs).
+            raise DisconnectionError("stale pooled connection") from exc
 
 
 def init_app(app: Flask) -> None:

@@ -10,16 +10,15 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 
 from audit import service as audit
 from charter import service as charters
-from charter.document import CharterDocument, Purpose, terms_hash
-from charter.notice import notice_hash
+from charter.document import CharterDocument, Purpose
 from common import outbox
 from common.clock import as_utc, utcnow
 from common.errors import ConflictError, InvalidInputError, NotFoundError
@@ -91,7 +90,7 @@ class RenewConsent:
 
 
 def _check_terms(
-    doc: CharterDocument,
+    charter: charters.Charter,
     purpose: Purpose,
     *,
     terms: str,
@@ -100,13 +99,13 @@ def _check_terms(
     duration_days: int | None,
     errors: dict[str, list[str]],
 ) -> None:
-    if terms != terms_hash(purpose):
+    if terms != charter.terms_hash(purpose):
         errors["terms_hash"] = [
-            f"These are not the terms of charter {doc.version}; read them again."
+            f"These are not the terms of charter {charter.version}; read them again."
         ]
     if language not in LANGUAGES:
         errors["language"] = ['Must be "fr" or "en".']
-    elif shown_notice is not None and shown_notice != notice_hash(doc, purpose, language):
+    elif shown_notice is not None and shown_notice != charter.notice_hash(purpose, language):
         errors["notice_hash"] = ["This is not the notice of the current charter."]
     if duration_days is not None and not 1 <= duration_days <= purpose.consent_max_days:
         errors["duration_days"] = [
@@ -125,11 +124,10 @@ def give(session: Session, command: GiveConsent) -> Consent:
     consent (purpose, recipient, mode) is already in force: renew it instead.
     """
     charter = charters.current(session)
-    doc = charter.doc
     purpose = charter.require_purpose(command.purpose_id)
     errors: dict[str, list[str]] = {}
     _check_terms(
-        doc,
+        charter,
         purpose,
         terms=command.terms_hash,
         language=command.language,
@@ -166,21 +164,55 @@ def give(session: Session, command: GiveConsent) -> Consent:
         legal_basis=LEGAL_BASIS,
         method=command.method,
         language=command.language,
-        charter_version=doc.version,
-        terms_hash=terms_hash(purpose),
-        notice_hash=notice_hash(doc, purpose, command.language),
+        charter_version=charter.version,
+        terms_hash=charter.terms_hash(purpose),
+        notice_hash=charter.notice_hash(purpose, command.language),
         status=ConsentStatus.GIVEN,
         given_at=now,
         expires_at=now + timedelta(days=days),
         withdrawn_at=None,
         ended_at=None,
         receipt="",
+        created_at=now,
         events=[],  # a new consent has no history to load
     )
-    session.add(consent)
     _record(session, consent, EventType.GIVEN, method=command.method, actor="citizen", at=now)
-    _flush_in_force(session)
+    _insert_new(session, consent)
     return consent
+
+
+def _insert_new(session: Session, consent: Consent) -> None:
+    """Write a new consent and its first event, then put both in the session as if loaded.
+
+    Two Core INSERTs do what the flush of the two new objects would, without the unit of
+    work's overhead (it was the largest single cost of giving a consent). The partial unique
+    index decides races between two consents in force, as in `_flush_in_force`.
+    """
+    (first,) = consent.events
+    connection = session.connection()
+    try:
+        connection.execute(_INSERT_CONSENT, _column_values(consent))
+        connection.execute(_INSERT_EVENT, _column_values(first))
+    except IntegrityError as exc:
+        raise ConflictError(
+            "A consent for this purpose, recipient and mode is already in force; renew it."
+        ) from exc
+    # Documented SQLAlchemy: a transient object whose row exists becomes persistent and clean.
+    make_transient_to_detached(first)
+    make_transient_to_detached(consent)
+    session.add(consent)  # and its event, by cascade
+
+
+_INSERT_CONSENT = insert(cast(Table, Consent.__table__)).inline()
+_INSERT_EVENT = insert(cast(Table, ConsentEvent.__table__)).inline()
+_COLUMNS = {
+    model: [(attr.key, attr.columns[0].key) for attr in class_mapper(model).column_attrs]
+    for model in (Consent, ConsentEvent)
+}
+
+
+def _column_values(instance: Consent | ConsentEvent) -> dict[str, Any]:
+    return {column: getattr(instance, key) for key, column in _COLUMNS[type(instance)]}
 
 
 def _flush_in_force(session: Session) -> None:
@@ -206,7 +238,7 @@ def renew(session: Session, command: RenewConsent) -> Consent:
     purpose = _renewable_purpose(consent, charter)
     errors: dict[str, list[str]] = {}
     _check_terms(
-        charter.doc,
+        charter,
         purpose,
         terms=command.terms_hash,
         language=command.language,
@@ -218,9 +250,9 @@ def renew(session: Session, command: RenewConsent) -> Consent:
         raise InvalidInputError("The renewal does not fit the charter.", fields=errors)
     now = utcnow()
     consent.charter_version = charter.version
-    consent.terms_hash = terms_hash(purpose)
+    consent.terms_hash = charter.terms_hash(purpose)
     consent.language = command.language
-    consent.notice_hash = notice_hash(charter.doc, purpose, command.language)
+    consent.notice_hash = charter.notice_hash(purpose, command.language)
     consent.expires_at = now + timedelta(days=command.duration_days or purpose.consent_max_days)
     consent.ended_at = None
     _record(session, consent, EventType.RENEWED, method=command.method, actor="citizen", at=now)
@@ -255,10 +287,10 @@ def renewal_terms(
     except ConflictError:
         return None
     assert charter is not None  # noqa: S101 (a purpose was found in it)
-    current_terms = terms_hash(purpose)
+    current_terms = charter.terms_hash(purpose)
     return RenewalTerms(
         terms_hash=current_terms,
-        notice_hash=notice_hash(charter.doc, purpose, language),
+        notice_hash=charter.notice_hash(purpose, language),
         terms_changed=current_terms != consent.terms_hash,
     )
 
@@ -327,6 +359,8 @@ def _record(
     consent.events.append(
         ConsentEvent(
             id=uuid.uuid4(),
+            created_at=at,
+            consent_id=consent.id,  # set now: a new consent is written without a flush
             seq=seq,
             type=kind,
             method=method,

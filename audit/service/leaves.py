@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import rfc8785
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Insert, Table, bindparam, insert, select, update
+from sqlalchemy import Insert, Table, Update, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -78,6 +78,44 @@ _CHAIN = (
         last_leaf_hash=bindparam("b_last"),
     )
 )
+# PostgreSQL: the entry, its detail and the new end of the subject's chain in one statement
+# (data-modifying CTEs), one round trip instead of three on the hot path. The foreign key of
+# the detail is checked at the end of the statement, when the entry exists.
+_ENTRY_FIELDS = (
+    "id",
+    "occurred_at",
+    "event",
+    "actor",
+    "subject_tag",
+    "purpose",
+    "consent_id",
+    "decision",
+    "reason",
+    "leaf",
+    "leaf_hash",
+)
+
+
+def _chained_append(with_detail: bool) -> Update:
+    statement = _CHAIN.add_cte(
+        insert(_ENTRY)
+        .values({name: bindparam(name, type_=_ENTRY.c[name].type) for name in _ENTRY_FIELDS})
+        .cte("new_entry")
+    )
+    if with_detail:
+        statement = statement.add_cte(
+            insert(_DETAIL)
+            .values(
+                entry_id=bindparam("id", type_=_DETAIL.c.entry_id.type),
+                encrypted=bindparam("d_encrypted", type_=_DETAIL.c.encrypted.type),
+                body=bindparam("d_body", type_=_DETAIL.c.body.type),
+            )
+            .cte("new_detail")
+        )
+    return statement
+
+
+_CHAINED_APPEND = {True: _chained_append(True), False: _chained_append(False)}
 _ERASE = (
     update(_SUBJECT)
     .where(_SUBJECT.c.lookup == bindparam("b_lookup"))
@@ -215,37 +253,41 @@ def _write(
     # The session's connection, not session.execute: no autoflush of the caller's pending
     # objects (their flush, and its errors, stay where the caller put them).
     connection = session.connection()
-    connection.execute(
-        _INSERT_ENTRY,
-        {
-            "id": entry_id,
-            "occurred_at": now,
-            "event": event,
-            "actor": actor,
-            "subject_tag": tag,
-            "purpose": purpose,
-            "consent_id": consent_id,
-            "decision": decision,
-            "reason": reason,
-            "leaf": leaf,
-            "leaf_hash": leaf_hash,
-        },
-    )
-    if stored is not None:
-        connection.execute(
-            _INSERT_DETAIL, {"entry_id": entry_id, "encrypted": keys is not None, "body": stored}
-        )
+    entry = {
+        "id": entry_id,
+        "occurred_at": now,
+        "event": event,
+        "actor": actor,
+        "subject_tag": tag,
+        "purpose": purpose,
+        "consent_id": consent_id,
+        "decision": decision,
+        "reason": reason,
+        "leaf": leaf,
+        "leaf_hash": leaf_hash,
+    }
+    chain = None
     if keys is not None:
-        connection.execute(
-            _CHAIN,
-            {
-                "b_lookup": keys.lookup,
-                "b_tag": keys.tag,
-                "b_tag_key": keys.wrapped_tag_key,
-                "b_data_key": keys.wrapped_data_key,
-                "b_last": leaf_hash,
-            },
-        )
+        chain = {
+            "b_lookup": keys.lookup,
+            "b_tag": keys.tag,
+            "b_tag_key": keys.wrapped_tag_key,
+            "b_data_key": keys.wrapped_data_key,
+            "b_last": leaf_hash,
+        }
+    if chain is not None and connection.dialect.name == "postgresql":
+        detail = {} if stored is None else {"d_encrypted": True, "d_body": stored}
+        connection.execute(_CHAINED_APPEND[stored is not None], entry | detail | chain)
+    else:
+        connection.execute(_INSERT_ENTRY, entry)
+        if stored is not None:
+            connection.execute(
+                _INSERT_DETAIL,
+                {"entry_id": entry_id, "encrypted": keys is not None, "body": stored},
+            )
+        if chain is not None:
+            connection.execute(_CHAIN, chain)
+    if keys is not None:
         keys.last = leaf_hash
     session.info[APPENDED] = True
     return entry_id

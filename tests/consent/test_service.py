@@ -6,7 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from common.clock import frozen, utcnow
 from common.errors import ConflictError, InvalidInputError, NotFoundError
 from common.outbox import OutboxMessage
 from consent import service
-from consent.models import Consent, ConsentStatus, EventType
+from consent.models import Consent, ConsentEvent, ConsentStatus, EventType
 from tests.conftest import CHARTER_V2
 
 
@@ -266,3 +267,40 @@ def test_consents_are_listed_only_for_their_subject(session, charter):
     assert (
         service.list_for_subject(session, mine.subject_id, statuses=[ConsentStatus.WITHDRAWN]) == []
     )
+
+
+def test_a_new_consent_is_in_the_session_as_if_loaded_and_its_history_goes_on(session, charter):
+    consent = give(session, charter)
+    assert sa_inspect(consent).persistent
+    assert sa_inspect(consent.events[0]).persistent
+    assert consent not in session.dirty
+    assert consent not in session.new
+    assert session.get(Consent, consent.id) is consent
+    service.withdraw(session, subject_id=consent.subject_id, consent_id=consent.id, method="api")
+    session.commit()
+    stored = session.scalars(
+        select(ConsentEvent.seq).where(ConsentEvent.consent_id == consent.id)
+    ).all()
+    assert sorted(stored) == [1, 2]
+    assert session.scalar(select(Consent.status).where(Consent.id == consent.id)) == (
+        ConsentStatus.WITHDRAWN
+    )
+
+
+def test_giving_a_consent_takes_a_bounded_number_of_statements(session, charter):
+    charters.current(session)  # the charter in force, parsed and cached by an earlier request
+    first = give(session, charter, purpose_id="energy-observatory")  # their audit keys exist
+    statements: list[str] = []
+
+    def counted(_conn, _cursor, statement, *_args):
+        statements.append(statement.split(None, 1)[0].upper())
+
+    engine = session.get_bind().engine
+    event.listen(engine, "before_cursor_execute", counted)
+    try:
+        give(session, charter, subject_id=first.subject_id)
+    finally:
+        event.remove(engine, "before_cursor_execute", counted)
+    # charter id, audit lock, audit append (one statement on PostgreSQL, three on SQLite),
+    # outbox, consent, event
+    assert len(statements) == (6 if engine.dialect.name == "postgresql" else 8), statements

@@ -74,6 +74,7 @@ demo: install translations
 	  echo "  its API client (client_credentials, access requests): instance/demo-reuser-api.json"; \
 	  echo "Demo data holders (electricity, gas, transit, open building sensors): $(DEMO_HOLDERS)"; \
 	  echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local (also on the charter committee), yanis@demo.tiers.local, lea@demo.tiers.local"; \
+	  echo "Observatory member (its releases at $(DEMO_ISSUER)/statistics/releases): observatoire@demo.tiers.local"; \
 	  echo ""; \
 	  TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.reuser.app --port $(REUSER_PORT) & reuser=$$!; \
 	  TIERS_ISSUER=$(DEMO_ISSUER) $(BIN)/tiers run --host 127.0.0.1 --port $(PORT)

@@ -1,7 +1,8 @@
 """REST API of differentially private releases: make one, read one, see the budgets left.
 
 Only observatories and city services ask for releases; an organisation sees its own releases
-only (another's answers 404). The release and its audit entry commit together or not at all.
+only (another's answers 404). Asking needs `releases:write`, since it spends privacy budget;
+reading needs `releases:read`. The release and its audit entry commit together or not at all.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _requester() -> service.Requester:
 
 
 @blp.post("/releases")
-@require_oauth("releases:read")
+@require_oauth("releases:write")  # spends privacy budget: not for a token that only reads
 @blp.arguments(ReleaseIn)
 @blp.response(201, ReleaseOut)
 @blp.alt_response(200, schema=ReleaseOut, description="The same request, served again free")

@@ -14,7 +14,8 @@ from typing import Any
 from anonymize import noise, pushdown
 from anonymize.models import DpDataset
 
-LOW_ACCURACY = 0.5  # flag a value whose 95 % half-width exceeds half of its magnitude
+LOW_ACCURACY = 0.5  # the charter's default `max_relative_error`: flag a value whose 95 %
+# half-width exceeds half of its magnitude
 
 
 def bucket_label(grid: pushdown.Grid, bucket: int, kind: str) -> str:
@@ -30,17 +31,26 @@ def bucket_label(grid: pushdown.Grid, bucket: int, kind: str) -> str:
     return f"{year}-{month + 1:02d}/{last_year}-{last_month + 1:02d}"
 
 
-def value(noisy: int, half: float, scale: int) -> dict[str, Any]:
+def value(noisy: int, half: float, scale: int, flag_above: float = LOW_ACCURACY) -> dict[str, Any]:
+    """A noisy value with its 95 % interval, flagged when the half-width exceeds
+    `flag_above` times its magnitude (the charter's threshold of relative error)."""
     found = noisy / scale
     width = half / scale
     return {
         "value": found,
         "ci95": [found - width, found + width],
-        "low_accuracy": width > LOW_ACCURACY * abs(found),
+        "low_accuracy": width > flag_above * abs(found),
     }
 
 
-def mean(count: int, total: int, half_n: float, half_s: float, scale: int) -> dict[str, Any]:
+def mean(
+    count: int,
+    total: int,
+    half_n: float,
+    half_s: float,
+    scale: int,
+    flag_above: float = LOW_ACCURACY,
+) -> dict[str, Any]:
     """Noisy sum / noisy count, with an interval from the two 97.5 % intervals (together at
     least 95 %, Bonferroni) by interval arithmetic; open when the count's may reach zero."""
     found = total / scale / count if count > 0 else None
@@ -53,12 +63,16 @@ def mean(count: int, total: int, half_n: float, half_s: float, scale: int) -> di
     return {
         "value": found,
         "ci95": [lo, hi],
-        "low_accuracy": (hi - lo) / 2 > LOW_ACCURACY * abs(found),
+        "low_accuracy": (hi - lo) / 2 > flag_above * abs(found),
     }
 
 
 def quantiles(
-    counts: Sequence[int], edges: Sequence[float], qs: Sequence[float], total_half: float
+    counts: Sequence[int],
+    edges: Sequence[float],
+    qs: Sequence[float],
+    total_half: float,
+    flag_above: float = LOW_ACCURACY,
 ) -> list[dict[str, Any]]:
     """Quantiles read off one cell's noisy histogram (post-processing): noisy counts clamped
     at zero, cumulated; q falls in the first bin whose cumulative count reaches q * total,
@@ -82,7 +96,7 @@ def quantiles(
                         "q": q,
                         "value": found,
                         "interval": [lo, hi],
-                        "low_accuracy": total_half > LOW_ACCURACY * total,
+                        "low_accuracy": total_half > flag_above * total,
                     }
                 )
                 break
@@ -96,18 +110,20 @@ def _histogram_cell(
     edges: Sequence[float],
     half: float,
     qs: Sequence[float] | None,
+    flag_above: float,
 ) -> None:
     cell["histogram"] = [
-        {"bin": [edges[i], edges[i + 1]], **value(n, half, 1)} for i, n in enumerate(counts)
+        {"bin": [edges[i], edges[i + 1]], **value(n, half, 1, flag_above)}
+        for i, n in enumerate(counts)
     ]
     # The cell's count is the sum of its bins (post-processing); its half-width a bound:
     # the bins' noises are independent, so the sum's standard deviation is sqrt(bins) times
     # one bin's, and a Gaussian's or Laplace's interval scales with it (Laplace: slightly
     # conservative, a sum of Laplaces having lighter tails).
     total_half = half * len(counts) ** 0.5
-    cell["count"] = value(sum(counts), total_half, 1)
+    cell["count"] = value(sum(counts), total_half, 1, flag_above)
     if qs is not None:
-        cell["quantiles"] = quantiles(counts, edges, qs, total_half)
+        cell["quantiles"] = quantiles(counts, edges, qs, total_half, flag_above)
 
 
 def build(
@@ -117,8 +133,11 @@ def build(
     measured: dict[str, noise.Calibrated],
     noisy: dict[str, list[int]],
     min_cohort: int,
+    flag_above: float = LOW_ACCURACY,
 ) -> dict[str, Any]:
-    """The stored result: every key of the grid, in its order, with its values."""
+    """The stored result: every key of the grid, in its order, with its values; a value is
+    flagged `low_accuracy` when its 95 % half-width exceeds `flag_above` times its magnitude
+    (the charter's `max_relative_error`)."""
     half = {name: m.half_width(0.05) for name, m in measured.items()}
     half_bonf = {name: m.half_width(0.025) for name, m in measured.items()}
     bins = grid.bins
@@ -136,19 +155,21 @@ def build(
             # Suppression reads the *noisy* total (post-processing): never the true one.
             cell["suppressed"] = sum(counts) < min_cohort
             if not cell["suppressed"]:
-                _histogram_cell(cell, counts, edges, half["histogram"], qs)
+                _histogram_cell(cell, counts, edges, half["histogram"], qs, flag_above)
             out_cells.append(cell)
             continue
         n = noisy["count"][index]
         cell["suppressed"] = n < min_cohort  # the noisy count, never the true one
         if not cell["suppressed"]:
-            cell["count"] = value(n, half["count"], 1)
+            cell["count"] = value(n, half["count"], 1, flag_above)
             if "sum" in noisy:
                 s = noisy["sum"][index]
                 if spec.measure == "sum":
-                    cell["sum"] = value(s, half["sum"], profile.scale)
+                    cell["sum"] = value(s, half["sum"], profile.scale, flag_above)
                 else:
-                    cell["mean"] = mean(n, s, half_bonf["count"], half_bonf["sum"], profile.scale)
+                    cell["mean"] = mean(
+                        n, s, half_bonf["count"], half_bonf["sum"], profile.scale, flag_above
+                    )
         out_cells.append(cell)
     result: dict[str, Any] = {
         "unit": profile.unit,
@@ -161,6 +182,7 @@ def build(
         "bounds": {"lower": profile.lower / profile.scale, "upper": profile.upper / profile.scale},
         "max_cells_per_citizen": grid.max_cells,
         "min_cohort": min_cohort,
+        "max_relative_error": flag_above,
         "noise": {
             name: {
                 "mechanism": m.mechanism,

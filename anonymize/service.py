@@ -135,14 +135,14 @@ class Budgets:
 def _caps(charter: Charter, requester: Requester, period: str) -> dict[AccountKey, Decimal]:
     """The accounts a release charges and their caps in force.
 
-    One ledger per population (the whole territory) per charter period. The charter has no
-    per-reuser figure yet, so a reuser may spend at most the period's budget of the
-    population: the account exists and is reported, the charter can lower it later.
+    One ledger per population (the whole territory) per charter period, and one per reuser:
+    the charter's `rho_per_reuser_per_period`, or when it sets none the population's whole
+    budget (the account exists and is reported either way).
     """
     privacy = charter.doc.privacy
     return {
         AccountKey(POPULATION, charter.doc.territory.code, period): privacy.rho_per_period,
-        AccountKey(REUSER, str(requester.organisation_id), period): privacy.rho_per_period,
+        AccountKey(REUSER, str(requester.organisation_id), period): privacy.reuser_cap,
     }
 
 
@@ -255,7 +255,15 @@ def release(
         epsilon=float(spec.epsilon) if pure and spec.epsilon else noise.epsilon_at(rho),
         delta=0.0 if pure else noise.DELTA,
         spec=spec.canonical(),
-        result=results.build(spec, grid, profile, measured, noisy, charter.doc.privacy.min_cohort),
+        result=results.build(
+            spec,
+            grid,
+            profile,
+            measured,
+            noisy,
+            charter.doc.privacy.min_cohort,
+            charter.doc.privacy.flag_above,
+        ),
     )
     session.add(row)
     session.flush()

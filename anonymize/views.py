@@ -4,8 +4,9 @@
   of it this period, how noise, bounds and suppression protect each citizen). Public: every
   figure depends on the charter and on releases' parameters, never on data.
 - `/statistics/releases…`: an observatory's (or a city service's) releases, for the portal
-  accounts acting for it (`tiers member add`): a chart with error bars, a tile map by area,
-  the table of every cell, CSV and JSON downloads, and the budget left. Another
+  accounts acting for it (`tiers member add`): a chart with error bars (a small histogram
+  per cell for a histogram), a tile map by area, the table of every cell (and bin, or q),
+  CSV and JSON downloads, and the budget left. Another
   organisation's release answers 404, like one that does not exist.
 - `/statistics/me`: how many releases a citizen's data went into this period, and the
   privacy loss they spent, in plain words.
@@ -44,6 +45,7 @@ REQUESTER_EXTENSION = "anonymize.portal_requester"
 PortalRequester = Callable[[Session, uuid.UUID], service.Requester | None]
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_MAPS = 12  # maps drawn on one page; the table and downloads have every cell
+MAX_HISTOGRAMS = 12  # small histograms drawn on one page; likewise
 
 
 def _nobody(session: Session, citizen_id: uuid.UUID) -> service.Requester | None:
@@ -185,28 +187,68 @@ def _maps(found: service.Release) -> dict[str, Any] | None:
     return {"maps": drawn, "legend": legend, "hidden": max(len(every) - MAX_MAPS, 0)}
 
 
+def _chart(found: service.Release, title: str) -> dict[str, Any]:
+    """The release's chart: error bars (`svg`), the quantiles with their bins, or for a
+    histogram the first cells' small histograms on one shared scale (`histograms`)."""
+    result = found.result
+    measure = result.get("measure")
+    if measure == "quantile":
+        desc = _(
+            "Chaque ligne est un quantile d'une case : le point est la valeur publiée, le "
+            "trait la classe de l'histogramme bruité où elle tombe (son incertitude, pas un "
+            "intervalle de confiance). Le tableau ci-dessous donne chaque valeur."
+        )
+        return {"svg": charts.quantile_bars(result, title=title, desc=desc)}
+    if measure != "histogram" or "bins" not in result:
+        desc = _(
+            "Chaque ligne est une case : le point est la valeur publiée, le trait son "
+            "intervalle à 95 %. Le tableau ci-dessous donne chaque valeur."
+        )
+        return {"svg": charts.error_bars(result, title=title, desc=desc)}
+    cells = result["cells"][:MAX_HISTOGRAMS]
+    scale = charts.histogram_range(cells)
+    words = _words()
+    drawn = []
+    for index, cell in enumerate(cells):
+        label = " · ".join(str(cell[k]) for k in ("time", "area", "category") if cell.get(k))
+        drawn.append(
+            {
+                "label": label,
+                "svg": charts.histogram(
+                    result,
+                    cell,
+                    scale=scale,
+                    title=_("Histogramme — %(cell)s", cell=label),
+                    desc=_(
+                        "Une barre par classe : sa hauteur est le nombre bruité de personnes "
+                        "dont la valeur tombe dans la classe, le trait vertical son intervalle "
+                        "à 95 %. Le tableau ci-dessous donne chaque valeur."
+                    ),
+                    ident=f"histogram-{index}",
+                    words=words,
+                ),
+            }
+        )
+    return {"histograms": drawn, "hidden": max(len(result["cells"]) - MAX_HISTOGRAMS, 0)}
+
+
 @bp.get("/releases/<uuid:release_id>")
 @member_required
 def release(release_id: uuid.UUID) -> Response:
     session = get_session()
     found = service.get_release(session, release_id, g.requester)
     title = _("Statistique %(id)s (%(period)s)", id=str(found.id)[:8], period=found.period)
-    chart = charts.error_bars(
-        found.result,
-        title=title,
-        desc=_(
-            "Chaque ligne est une case : le point est la valeur publiée, le trait son "
-            "intervalle à 95 %. Le tableau ci-dessous donne chaque valeur."
-        ),
-    )
+    measure = found.result.get("measure")
     page = render_template(
         "anonymize/release.html",
         release=found,
         result=found.result,
-        chart=chart,
+        chart=_chart(found, title),
         mapped=_maps(found),
         measures=tables.measures(found.result),
         rows=tables.rows(found.result),
+        bin_rows=tables.bin_rows(found.result) if measure in ("histogram", "quantile") else [],
+        quantile_rows=tables.quantile_rows(found.result) if measure == "quantile" else [],
         budgets=service.budgets(session, g.requester),
         epsilon_at=service.epsilon_at,
     )

@@ -105,13 +105,30 @@ class Territory:
 
 @dataclass(frozen=True)
 class Privacy:
-    """The differential privacy budget: zCDP rho per citizen, dataset and period."""
+    """The differential privacy budget: zCDP rho per citizen across the territory's datasets,
+    per period; what one reuser and one release may spend of it; and when a released value
+    is flagged as inaccurate.
+
+    `rho_per_reuser_per_period` absent: one reuser may spend the whole period's budget.
+    `max_relative_error` absent: 0.5 (a value is flagged when its 95 % half-width exceeds half
+    of it). Both are left out of the canonical form when absent (older hashes stay).
+    """
 
     unit: str
     period: str
     rho_per_period: Decimal
     rho_cap_per_release: Decimal
     min_cohort: int
+    rho_per_reuser_per_period: Decimal | None = None
+    max_relative_error: Decimal | None = None
+
+    @property
+    def reuser_cap(self) -> Decimal:
+        return self.rho_per_reuser_per_period or self.rho_per_period
+
+    @property
+    def flag_above(self) -> float:
+        return float(self.max_relative_error) if self.max_relative_error else 0.5
 
 
 @dataclass(frozen=True)
@@ -356,6 +373,8 @@ class _PrivacySchema(_Schema):
     rho_per_period = _Positive(required=True)
     rho_cap_per_release = _Positive(required=True)
     min_cohort = _int(1)
+    rho_per_reuser_per_period = _Positive(required=False, load_default=None)
+    max_relative_error = _Positive(required=False, load_default=None)
 
 
 class _CharterSchema(_Schema):
@@ -546,6 +565,13 @@ def _cross_check(raw: dict[str, Any]) -> list[_Error]:
         if budget is not None and cap is not None and cap > budget:
             path = ("privacy", "rho_cap_per_release")
             out.append((path, f"must not exceed rho_per_period ({_decimal_str(budget)})"))
+        per_reuser = _to_decimal(privacy.get("rho_per_reuser_per_period"))
+        if budget is not None and per_reuser is not None and per_reuser > budget:
+            path = ("privacy", "rho_per_reuser_per_period")
+            out.append((path, f"must not exceed rho_per_period ({_decimal_str(budget)})"))
+        flag = _to_decimal(privacy.get("max_relative_error"))
+        if flag is not None and flag > 10:
+            out.append((("privacy", "max_relative_error"), "must be at most 10 (1000 %)"))
     return out
 
 
@@ -643,14 +669,24 @@ def to_dict(doc: CharterDocument) -> dict[str, Any]:
             {"id": c.id, "title": _text_dict(c.title)} for c in doc.reuser_categories
         ],
         "purposes": [purpose_dict(p) for p in doc.purposes],
-        "privacy": {
-            "unit": doc.privacy.unit,
-            "period": doc.privacy.period,
-            "rho_per_period": _decimal_str(doc.privacy.rho_per_period),
-            "rho_cap_per_release": _decimal_str(doc.privacy.rho_cap_per_release),
-            "min_cohort": doc.privacy.min_cohort,
-        },
+        "privacy": _privacy_dict(doc.privacy),
     }
+
+
+def _privacy_dict(privacy: Privacy) -> dict[str, Any]:
+    # Optional figures only when set: the canonical form (and hash) of older charters stays.
+    out: dict[str, Any] = {
+        "unit": privacy.unit,
+        "period": privacy.period,
+        "rho_per_period": _decimal_str(privacy.rho_per_period),
+        "rho_cap_per_release": _decimal_str(privacy.rho_cap_per_release),
+        "min_cohort": privacy.min_cohort,
+    }
+    for name in ("rho_per_reuser_per_period", "max_relative_error"):
+        found = getattr(privacy, name)
+        if found is not None:
+            out[name] = _decimal_str(found)
+    return out
 
 
 def _sha256(data: bytes) -> str:

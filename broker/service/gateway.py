@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 SUBJECTS_PER_CALL = 500  # the protocol's cap on `subject` per request
 PAGE_LIMIT = 1000
 MAX_PAGE_BYTES = 16 * 1024 * 1024
-TOKEN_TTL = 120  # seconds: a token per read, for this holder only
+TOKEN_TTL = 120  # seconds: a holder token's life, for this holder only
+# Seconds of life a token must have left to be sent: less, and a fresh one is minted first, since
+# a read of millions of records outlives one token and a page may take GATEWAY_HOLDER_TIMEOUT.
+TOKEN_RENEW_MARGIN = 30
 RETRY_AFTER = 30
 
 
@@ -65,7 +68,7 @@ class Source:
     dataset_id: str
     holder_slug: str
     url: str
-    token: str | None
+    token: HolderToken | None  # None: the holder's dataset needs no token
     subject_field: str
     fields: Sequence[str]
     pseudonyms: dict[str, str]  # the holder's identifier -> the reuser's pseudonym
@@ -161,19 +164,43 @@ def _parse_page(body: bytes) -> Page:
     return Page(data["records"], cursor)
 
 
-def holder_token(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> str | None:
-    """An RFC 9068 token for this holder's resource only, naming the grant and its purpose."""
+@dataclass
+class HolderToken:
+    """The RFC 9068 token a read sends to one holder, minted again as the read goes on: every
+    token has the same audience, purpose and claims, only `iat`, `exp` and `jti` change."""
+
+    issuer: Issuer
+    claims: dict[str, Any]  # all but the three that change
+    value: str = ""
+    expires_at: int = 0  # seconds since the epoch, as `exp`
+
+    def current(self) -> str:
+        """The token to send now: a fresh one when this one has less than TOKEN_RENEW_MARGIN
+        left, so the holder never sees an expired token however long the read lasts."""
+        now = int(utcnow().timestamp())
+        if now >= self.expires_at - TOKEN_RENEW_MARGIN:
+            self.expires_at = now + TOKEN_TTL
+            claims = {
+                **self.claims,
+                "iat": now,
+                "exp": self.expires_at,
+                "jti": secrets.token_urlsafe(16),
+            }
+            self.value = sign(claims, self.issuer.keyring.active(), typ="at+jwt")
+        return self.value
+
+
+def holder_credential(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> HolderToken | None:
+    """Tokens for this holder's resource only, naming the grant and its purpose; None for a
+    dataset served without one. The claims are read here, once: the read streams after its
+    transaction has ended."""
     if dataset.auth is DatasetAuth.NONE:
         return None
-    now = int(utcnow().timestamp())
     claims = {
         "iss": issuer.issuer,
         "aud": dataset.holder.resource_uri,
         "sub": f"grant:{grant.id}",
         "client_id": "tiers-gateway",
-        "iat": now,
-        "exp": now + TOKEN_TTL,
-        "jti": secrets.token_urlsafe(16),
         "scope": "records:read",
         "authorization_details": [
             {
@@ -184,7 +211,18 @@ def holder_token(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> str | 
             }
         ],
     }
-    return sign(claims, issuer.keyring.active(), typ="at+jwt")
+    return HolderToken(issuer, claims)
+
+
+def holder_token(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> str | None:
+    """One RFC 9068 token for this holder's resource only, naming the grant and its purpose."""
+    credential = holder_credential(issuer, dataset, grant)
+    return None if credential is None else credential.current()
+
+
+def bearer(source: Source) -> str | None:
+    """The token to send with the source's next page, renewed if it is about to expire."""
+    return None if source.token is None else source.token.current()
 
 
 def holder_query(source: Source, refs: Sequence[str], cursor: str | None) -> list[tuple[str, str]]:
@@ -255,7 +293,7 @@ def open_read(
                 dataset_id=ref,
                 holder_slug=dataset.holder.slug,
                 url=f"{dataset.endpoint_url.rstrip('/')}/records",
-                token=holder_token(issuer, dataset, grant),
+                token=holder_credential(issuer, dataset, grant),
                 subject_field=dataset.subject_field,
                 fields=list(grant.fields.get(ref, [])),
                 pseudonyms={ref_: pseudonym(subject) for ref_, subject in sorted(linked.items())},
@@ -269,7 +307,7 @@ def open_read(
         try:
             refs = list(source.pseudonyms)
             source.first = connection.page(
-                holder_query(source, refs[:SUBJECTS_PER_CALL], None), source.token
+                holder_query(source, refs[:SUBJECTS_PER_CALL], None), bearer(source)
             )
         finally:
             connection.close()
@@ -346,7 +384,8 @@ def record_deliveries(
 def pages(read: Read, *, timeout: float) -> Iterator[list[dict[str, Any]]]:
     """Every record of the read, as the reuser receives it (`dataset`, `subject` (the
     pseudonym) and the allowed fields), one holder page at a time: the caller encodes and
-    writes a page at once, not a record at a time. Raises the holder's errors as they happen."""
+    writes a page at once, not a record at a time. Each page goes with a token that has at least
+    TOKEN_RENEW_MARGIN left. Raises the holder's errors as they happen."""
     for source in read.sources:
         connection = HolderConnection(source.url, timeout)
         try:
@@ -354,7 +393,7 @@ def pages(read: Read, *, timeout: float) -> Iterator[list[dict[str, Any]]]:
             for index, chunk in enumerate(subject_chunks(refs)):
                 page = source.first if index == 0 and source.first is not None else None
                 if page is None:
-                    page = connection.page(holder_query(source, chunk, None), source.token)
+                    page = connection.page(holder_query(source, chunk, None), bearer(source))
                 while True:
                     shaped = shape_page(source, page)
                     if shaped:
@@ -362,7 +401,7 @@ def pages(read: Read, *, timeout: float) -> Iterator[list[dict[str, Any]]]:
                     if page.next_cursor is None:
                         break
                     page = connection.page(
-                        holder_query(source, chunk, page.next_cursor), source.token
+                        holder_query(source, chunk, page.next_cursor), bearer(source)
                     )
             source.first = None
         finally:

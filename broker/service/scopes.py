@@ -9,6 +9,7 @@ CONSENT_WRITE = "consent:write"
 DATASETS_WRITE = "datasets:write"
 ACCESS_REQUEST = "access:request"
 RELEASES_READ = "releases:read"
+RELEASES_WRITE = "releases:write"  # asks for a release: spends privacy budget
 AUDIT_READ = "audit:read"
 ADMIN = "admin"
 
@@ -18,6 +19,7 @@ ALL = (
     DATASETS_WRITE,
     ACCESS_REQUEST,
     RELEASES_READ,
+    RELEASES_WRITE,
     AUDIT_READ,
     ADMIN,
 )
@@ -25,11 +27,15 @@ ALL = (
 # consent:* act for one citizen, so they only come with a citizen's authorization (code flow).
 CITIZEN_SCOPES = frozenset({CONSENT_READ, CONSENT_WRITE})
 
+# releases:write is apart from releases:read because a release spends the territory's privacy
+# budget (docs/privacy.md) while reading one spends nothing: a dashboard's token only reads.
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.HOLDER: frozenset({DATASETS_WRITE}),
     Role.REUSER: frozenset({ACCESS_REQUEST, CONSENT_READ}),
-    Role.OBSERVATORY: frozenset({RELEASES_READ, ACCESS_REQUEST}),
-    Role.CITY_SERVICE: frozenset({RELEASES_READ, ACCESS_REQUEST, CONSENT_READ, CONSENT_WRITE}),
+    Role.OBSERVATORY: frozenset({RELEASES_READ, RELEASES_WRITE, ACCESS_REQUEST}),
+    Role.CITY_SERVICE: frozenset(
+        {RELEASES_READ, RELEASES_WRITE, ACCESS_REQUEST, CONSENT_READ, CONSENT_WRITE}
+    ),
     Role.AUDITOR: frozenset({AUDIT_READ}),
     Role.COMMITTEE: frozenset({ADMIN, AUDIT_READ, RELEASES_READ}),
 }

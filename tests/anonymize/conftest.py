@@ -204,12 +204,12 @@ def stage(
 
 @pytest.fixture
 def observatory(oauth_headers: Any) -> dict[str, str]:
-    return oauth_headers("observatory", "releases:read", category="public_service")
+    return oauth_headers("observatory", "releases:read releases:write", category="public_service")
 
 
 @pytest.fixture
 def other_observatory(oauth_headers: Any) -> dict[str, str]:
-    return oauth_headers("observatory", "releases:read", category="public_service")
+    return oauth_headers("observatory", "releases:read releases:write", category="public_service")
 
 
 def spec(staged: Staged, **overrides: Any) -> dict[str, Any]:

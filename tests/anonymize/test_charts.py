@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from xml.etree import ElementTree
 
-from anonymize import maps, tables
+import pytest
+
+from anonymize import charts, maps, tables
 from anonymize.charts import error_bars
 from charter.document import Partition
+from tests.anonymize.pages import make_release
 
 NS = "{http://www.w3.org/2000/svg}"
 DASH = "\N{EN DASH}"
@@ -32,23 +35,60 @@ def test_labels_are_escaped_and_suppressed_cells_keep_their_line():
     assert len(tree.findall(f"{NS}circle")) == 1
 
 
-def test_a_measure_with_several_values_per_cell_is_charted_by_its_count():
-    result = {
-        "measure": "histogram",
-        "unit": "kWh",
-        "cells": [
-            {"time": "2026-01", "area": "D01", "category": None, "suppressed": False,
-             "count": {"value": 40.0, "ci95": [30.0, 50.0], "low_accuracy": False},
-             "histogram": {"edges": [0, 10], "counts": [{"value": 3}]}},
-            {"time": "2026-01", "area": "D02", "category": None, "suppressed": False,
-             "count": {"value": 12.0, "ci95": [2.0, 22.0], "low_accuracy": True},
-             "histogram": {"unknown": "shape"}},
-        ],
-    }  # fmt: skip
+@pytest.fixture
+def histogram_release(session, make_client, stage):
+    """A real histogram release by month over three districts (the engine's own shapes)."""
+    organisation = make_client("observatory", category="public_service").model.organisation
+    return make_release(session, organisation, stage(), measure="histogram",
+                        areas=["D01", "D02", "D03"], bins=["0", "50", "400"])["result"]  # fmt: skip
+
+
+def test_a_histogram_is_charted_by_its_count_in_error_bars(histogram_release):
+    result = histogram_release
     tree = ElementTree.fromstring(error_bars(result, title="t", desc="d"))  # noqa: S314
     assert tree.find(f"{NS}desc").text == "d"
     assert next(t.text for t in tree.iter(f"{NS}text")) == "count"
-    assert len(tree.findall(f"{NS}circle")) == 2
+    dots = [c.find(f"{NS}title").text for c in tree.iter(f"{NS}circle")]
+    shown = [c for c in result["cells"] if not c["suppressed"]]
+    assert dots == [f"{c['time']} · {c['area']}: {c['count']['value']:.6g}" for c in shown]
+
+
+def test_a_cells_small_histogram_has_a_bar_and_an_error_bar_per_bin(histogram_release):
+    result = histogram_release
+    cell = next(c for c in result["cells"] if not c["suppressed"])
+    scale = charts.histogram_range(result["cells"])
+    assert scale[1] >= max(f["ci95"][1] for c in result["cells"] for f in c.get("histogram", []))
+    tree = ElementTree.fromstring(  # noqa: S314
+        charts.histogram(result, cell, scale=scale, title="<h>", desc="&", ident="h0")
+    )
+    assert tree.get("role") == "img"
+    assert tree.get("aria-labelledby") == "h0-t h0-d"
+    assert tree.find(f"{NS}title").text == "<h>"
+    bars = tree.findall(f"{NS}g")
+    assert [b.get("data-bin") for b in bars] == ["0", "1"]
+    for bar, found in zip(bars, cell["histogram"], strict=True):
+        low, high = found["ci95"]
+        assert bar.find(f"{NS}title").text == (
+            f"{tables.bin_label(result['bins'], int(bar.get('data-bin')))}: "
+            f"{maps.number(found['value'])} (95 % interval: {maps.number(low)} {DASH} "
+            f"{maps.number(high)})"
+        )
+        heights = float(bar.find(f"{NS}rect").get("height"))
+        assert heights > 0
+    taller = max(range(2), key=lambda i: cell["histogram"][i]["value"])
+    rects = [float(b.find(f"{NS}rect").get("height")) for b in bars]
+    assert rects[taller] == max(rects)
+    assert [t.text for t in tree.iter(f"{NS}text")][-4:] == ["0", "50", "400", "kWh"]
+
+
+def test_a_suppressed_cells_histogram_says_so():
+    result = {"bins": [0.0, 1.0], "unit": "kWh", "cells": []}
+    cell = {"time": "t", "area": None, "category": None, "suppressed": True}
+    tree = ElementTree.fromstring(  # noqa: S314
+        charts.histogram(result, cell, scale=(0.0, 1.0), title="t", desc="d", ident="h")
+    )
+    assert tree.findall(f"{NS}g") == []
+    assert "suppressed (too few people)" in [t.text for t in tree.iter(f"{NS}text")]
 
 
 # --- the tile map --------------------------------------------------------------------------
@@ -153,21 +193,50 @@ def test_every_time_bucket_and_category_has_its_map():
     assert maps.slices({"keys": {"time": ["2026"]}}) == [("2026", None)]
 
 
-def test_the_table_shows_every_measure_whatever_its_shape():
+def test_the_table_has_a_row_per_cell_and_bin_and_the_cells_total(histogram_release):
+    result = histogram_release
+    assert tables.measures(result) == ["count", "histogram"]
+    rows = tables.bin_rows(result)
+    per_cell = [3 if not c["suppressed"] else 1 for c in result["cells"]]
+    assert len(rows) == sum(per_cell)
+    first = next(i for i, c in enumerate(result["cells"]) if not c["suppressed"])
+    start = sum(per_cell[:first])
+    bins, total = rows[start : start + 2], rows[start + 2]
+    cell = result["cells"][first]
+    assert [r.label for r in bins] == ["[0, 50)", "[50, 400]"]
+    assert [r.entry.value for r in bins] == [str(int(f["value"])) for f in cell["histogram"]]
+    assert total.total
+    assert total.entry.value == str(int(cell["count"]["value"]))
+
+
+def test_bin_labels_stretch_the_outer_bins_to_the_bounds_they_hold():
+    bounds = {"lower": 0.0, "upper": 400.0}
+    edges = [10.0, 25.5, 100.0]
+    assert [tables.bin_label(edges, i, bounds) for i in range(2)] == ["[0, 25.5)", "[25.5, 400]"]
+    assert tables.bin_label(edges, 0) == "[10, 25.5)"
+    assert tables.edge(1500.0) == "1\N{NARROW NO-BREAK SPACE}500"
+
+
+def test_quantile_rows_name_the_bin_each_value_falls_in():
     result = {
-        "measure": "histogram",
+        "bins": [0.0, 10.0, 20.0],
+        "bounds": {"lower": 0.0, "upper": 20.0},
+        "quantiles": [0.5, 0.9],
         "cells": [
             {"time": "t", "area": None, "category": None, "suppressed": False,
-             "count": {"value": 12, "ci95": [10.5, 13.5], "low_accuracy": False},
-             "histogram": {"bins": list(range(30))}},
-            {"time": "t", "area": None, "category": None, "suppressed": True},
+             "quantiles": [
+                 {"q": 0.5, "value": 7.5, "interval": [0.0, 10.0], "low_accuracy": False},
+                 {"q": 0.9, "value": 18.0, "interval": [10.0, 20.0], "low_accuracy": True}]},
+            {"time": "u", "area": None, "category": None, "suppressed": True},
         ],
     }  # fmt: skip
-    assert tables.measures(result) == ["count", "histogram"]
-    (_first, entries), (_, empty) = tables.rows(result)
-    count, histogram = entries
-    assert (count.value, count.low, count.high, count.low_accuracy) == ("12", "10.5", "13.5", False)
-    assert histogram.value is None
-    assert histogram.other[0][1].startswith("bins = [0, 1, 2")
-    assert histogram.other[0][1].endswith("23 …]")
-    assert empty == [None, None]
+    rows = [(r.q, r.value, r.interval, r.low_accuracy) for r in tables.quantile_rows(result)]
+    assert rows == [("0.5", "7.50", "[0, 10)", False), ("0.9", "18.0", "[10, 20]", True),
+                    ("0.5", None, None, False), ("0.9", None, None, False)]  # fmt: skip
+    tree = ElementTree.fromstring(  # noqa: S314
+        charts.quantile_bars(result, title="q", desc="d")
+    )
+    texts = [t.text for t in tree.iter(f"{NS}text")]
+    assert texts[:4] == ["quantile ()", "t · q = 0.5", "t · q = 0.9", "u"]
+    assert [c.find(f"{NS}title").text for c in tree.iter(f"{NS}circle")] == [
+        "t · q = 0.5: 7.5", "t · q = 0.9: 18"]  # fmt: skip

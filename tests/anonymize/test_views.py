@@ -4,7 +4,6 @@ the memberships that open them."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import io
@@ -20,8 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from anonymize import views
-from anonymize.maps import CLASSES
-from anonymize.models import Release
+from anonymize.maps import CLASSES, number
 from audit import service as audit
 from audit.models import AuditEntry
 from broker.cli import main
@@ -31,6 +29,7 @@ from common.errors import ConflictError, ForbiddenError, NotFoundError
 from common.keyring import app_keyring
 from consent import accounts
 from tests.anonymize.conftest import DISTRICTS, spec, synthetic
+from tests.anonymize.pages import make_release, table_rows
 from tests.conftest import ISSUER, PASSWORD, sign_in
 
 RHO = "\N{GREEK SMALL LETTER RHO}"
@@ -94,7 +93,12 @@ class Member:
 def _token(session: Session, registered: Any) -> dict[str, str]:
     issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
     body = tokens.client_credentials(
-        session, registered.model, issuer, scope="releases:read", resource=None, dpop_jkt=None
+        session,
+        registered.model,
+        issuer,
+        scope="releases:read releases:write",
+        resource=None,
+        dpop_jkt=None,
     )
     session.commit()
     return {"Authorization": f"Bearer {body['access_token']}"}
@@ -103,12 +107,12 @@ def _token(session: Session, registered: Any) -> dict[str, str]:
 @pytest.fixture
 def make_member(app, arranging_app, session, make_client, charter):
     def make(role: str = "observatory", category: str = "public_service") -> Member:
-        registered = make_client(role, scope="releases:read", category=category)
+        registered = make_client(role, scope="releases:read releases:write", category=category)
         slug = registered.model.organisation.slug
         signed = sign_in(app, session)
         organisations.add_member(session, signed.email, slug, actor="test")
         session.commit()
-        asks = role in ("observatory", "city_service")  # only they hold releases:read
+        asks = role in ("observatory", "city_service")  # only they hold releases:write
         return Member(
             signed.client, signed.email, slug, _token(session, registered) if asks else {}
         )
@@ -279,38 +283,129 @@ def test_downloads_are_the_apis_csv_and_json(client, member, stage):
     assert json.loads(as_json.get_data()) == made
 
 
-def test_cells_with_unknown_measures_are_shown_whatever_their_shape(client, member, stage, session):
-    made = released(client, member, stage(), measure="count")
-    row = session.get(Release, uuid.UUID(made["id"]))
-    result = copy.deepcopy(row.result)
-    result["measure"] = "histogram"
+def _count(value: float) -> str:
+    return str(int(value))  # noisy counts are whole (and below a thousand here)
+
+
+def _interval(found: dict[str, Any]) -> str:
+    low, high = found["ci95"]
+    return f"{number(low)} \N{EN DASH} {number(high)}"
+
+
+def test_a_histogram_release_shows_every_bin_of_every_cell(client, member, stage, session):
+    organisation = organisations.get_organisation_by_slug(session, member.slug)
+    made = make_release(session, organisation, stage(), measure="histogram",
+                        bins=["0", "100", "200", "400"])  # fmt: skip
+    result = made["result"]
+    assert result["bins"] == [0.0, 100.0, 200.0, 400.0]
+    html = member.browser.get(f"/statistics/releases/{made['id']}").get_data(as_text=True)
+    labels = ["[0, 100)", "[100, 200)", "[200, 400]"]  # the last one holds the upper bound
+    rows = table_rows(html, "bins")
+    expected = []
     for cell in result["cells"]:
-        if not cell["suppressed"]:
-            cell["histogram"] = {"edges": [0, 100, 200], "counts": [{"value": 4.0}, {"value": 7}]}
-            cell["quantile"] = {"value": 123.456, "ci95": [100.0, 150.0], "low_accuracy": False,
-                                "q": 0.5}  # fmt: skip
-    # Releases are append-only: a twin of it, as a histogram release would be stored.
-    twin = Release(
-        id=uuid.uuid4(),
-        result=result,
-        request_hash="0" * 64,
-        **{
-            name: getattr(row, name)
-            for name in ("organisation_id", "client_id", "dataset_id", "purpose", "period",
-                         "mechanism", "rho", "epsilon", "delta", "spec")
-        },
-    )  # fmt: skip
-    session.add(twin)
-    session.commit()
-    response = member.browser.get(f"/statistics/releases/{twin.id}")
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
-    assert "edges = [0, 100, 200]; counts = [4.00, 7]" in html
-    assert "123" in html
-    assert "q = 0.50" in html
-    assert '<th scope="col">histogram' in html
-    assert '<th scope="col">quantile' in html
-    assert 'data-testid="maps"' in html  # mapped by count, the one value per cell
+        keys = [cell["time"], cell["area"]]
+        if cell["suppressed"]:
+            expected.append([*keys, "total", "—", "—", "masquée"])
+            continue
+        for label, found in zip(labels, cell["histogram"], strict=True):
+            assert found["bin"] == [float(label[1:].split(",")[0]),
+                                    float(label.split(", ")[1][:-1])]  # fmt: skip
+            flag = "peu précise" if found["low_accuracy"] else ""
+            expected.append([*keys, label, _count(found["value"]), _interval(found), flag])
+        total = cell["count"]
+        flag = "peu précise" if total["low_accuracy"] else ""
+        expected.append([*keys, "total", _count(total["value"]), _interval(total), flag])
+    assert [texts for _, texts in rows] == expected
+    assert any(not c["suppressed"] for c in result["cells"])
+    assert 'data-testid="cells"' not in html  # not the generic table of one value per cell
+    # The chart: the first cells' histograms, a bar per bin with its interval.
+    drawn = re.findall(r'<figure class="maps__item" data-testid="histogram">\s*(<svg.*?</svg>)'
+                       r"\s*<figcaption>(.*?)</figcaption>", html, re.S)  # fmt: skip
+    assert len(drawn) == views.MAX_HISTOGRAMS
+    assert "48 cases de plus ne sont pas dessinées" in html
+    for (body, caption), cell in zip(drawn, result["cells"], strict=False):
+        assert caption == f"{cell['time']} · {cell['area']}"
+        chart = svg(body)
+        assert chart.get("role") == "img"
+        assert chart.find(f"{NS}title").text == f"Histogramme — {caption}"
+        assert chart.find(f"{NS}desc").text
+        bars = chart.findall(f"{NS}g")
+        if cell["suppressed"]:
+            assert bars == []
+            continue
+        tips = [bar.find(f"{NS}title").text for bar in bars]
+        assert [t.split(":")[0] for t in tips] == labels
+        assert [t.split(": ")[1].split(" ")[0] for t in tips] == [
+            number(f["value"]) for f in cell["histogram"]
+        ]
+        assert [len(bar.findall(f"{NS}line")) for bar in bars] == [1, 1, 1]  # error bars
+    # The maps keep showing the count.
+    for _, tile_map in maps_of(html):
+        assert tile_map.find(f"{NS}title").text.startswith("count")
+    # The CSV has every bin of every cell.
+    lines = list(csv.reader(io.StringIO(
+        member.browser.get(f"/statistics/releases/{made['id']}.csv").get_data(as_text=True))))  # fmt: skip
+    assert lines[0][4:6] == ["bin_low", "bin_high"]
+    assert len(lines) == 1 + 3 * len(result["cells"])
+    assert [line[4:6] for line in lines[1:4]] == [["0.0", "100.0"], ["100.0", "200.0"],
+                                                  ["200.0", "400.0"]]  # fmt: skip
+
+
+def test_a_quantile_release_shows_each_q_with_the_bin_it_falls_in(client, member, stage, session):
+    organisation = organisations.get_organisation_by_slug(session, member.slug)
+    made = make_release(session, organisation, stage(), measure="quantile", partition=None,
+                        bin_count=8, quantiles=["0.25", "0.5", "0.9"])  # fmt: skip
+    result = made["result"]
+    assert result["quantiles"] == [0.25, 0.5, 0.9]
+    assert result["bins"] == [50.0 * i for i in range(9)]
+    html = member.browser.get(f"/statistics/releases/{made['id']}").get_data(as_text=True)
+    rows = table_rows(html, "quantiles")
+    expected = []
+    for cell in result["cells"]:
+        assert not cell["suppressed"]  # 400 citizens a month
+        for found in cell["quantiles"]:
+            lo, hi = found["interval"]
+            label = f"[{lo:g}, {hi:g}{']' if hi == 400 else ')'}"
+            flag = "peu précise" if found["low_accuracy"] else ""
+            q = f"{found['q']:g}"
+            expected.append([cell["time"], q, number(found["value"]), label, flag])
+    assert [texts for _, texts in rows] == expected
+    assert [attrs["data-q"] for attrs, _ in rows[:3]] == ["0.25", "0.5", "0.9"]
+    assert "pas un intervalle de confiance" in html
+    # The histogram they are read off, every bin of every cell.
+    bins = table_rows(html, "bins")
+    assert len(bins) == len(result["cells"]) * 9
+    assert [texts[1] for texts in (t for _, t in bins[:9])] == [
+        "[0, 50)", "[50, 100)", "[100, 150)", "[150, 200)", "[200, 250)", "[250, 300)",
+        "[300, 350)", "[350, 400]", "total"]  # fmt: skip
+    # The chart: each quantile's value, its bin as the bar.
+    chart = svg(re.search(r'<figure class="chart" data-testid="chart">.*?(<svg.*?</svg>)',
+                          html, re.S).group(1))  # fmt: skip
+    assert chart.get("role") == "img"
+    assert "classe de l'histogramme" in chart.find(f"{NS}desc").text
+    labels = [t.text for t in chart.iter(f"{NS}text")]
+    assert labels[0] == "quantile (kWh)"
+    assert "2026-01 · q = 0.5" in labels
+    dots = [c.find(f"{NS}title").text for c in chart.iter(f"{NS}circle")]
+    assert len(dots) == 9
+    assert dots[1] == f"2026-01 · q = 0.5: {result['cells'][0]['quantiles'][1]['value']:.6g}"
+    assert len(chart.findall(f"{NS}line")) == 1 + 9  # the zero line, a bar per quantile
+    assert 'data-testid="maps"' not in html
+    lines = list(csv.reader(io.StringIO(
+        member.browser.get(f"/statistics/releases/{made['id']}.csv").get_data(as_text=True))))  # fmt: skip
+    assert [line[4] for line in lines[1:]] == ["0.25", "0.5", "0.9"] * 3
+
+
+def test_histogram_pages_are_in_english_too(client, member, stage, session):
+    organisation = organisations.get_organisation_by_slug(session, member.slug)
+    made = make_release(session, organisation, stage(), measure="quantile", partition=None,
+                        bin_count=4, quantiles=["0.5"])  # fmt: skip
+    with member.browser.session_transaction() as browser:
+        browser["lang"] = "en"
+    html = member.browser.get(f"/statistics/releases/{made['id']}").get_data(as_text=True)
+    assert "The noisy histogram" in html
+    assert "not a confidence interval" in html
+    assert "%%" not in html
 
 
 def test_the_observatory_pages_are_in_english_too(client, member, stage):

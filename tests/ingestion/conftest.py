@@ -98,10 +98,17 @@ def make_observatory(
     from common.keyring import app_keyring
 
     def make(category: str = "public_service") -> Observatory:
-        registered = make_client("observatory", scope="releases:read", category=category)
+        registered = make_client(
+            "observatory", scope="releases:read releases:write", category=category
+        )
         issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
         body = tokens.client_credentials(
-            session, registered.model, issuer, scope="releases:read", resource=None, dpop_jkt=None
+            session,
+            registered.model,
+            issuer,
+            scope="releases:read releases:write",
+            resource=None,
+            dpop_jkt=None,
         )
         session.commit()
         return Observatory(

@@ -333,7 +333,7 @@ def test_private_key_jwt_authenticates_once_per_assertion(client: FlaskClient, k
     assertion = _assertion(keyed)
     first = _token_with(client, assertion)
     assert first.status_code == 200, first.get_json()
-    assert first.get_json()["scope"] == "access:request releases:read"
+    assert first.get_json()["scope"] == "access:request releases:read releases:write"
     replay = _token_with(client, assertion)
     assert replay.status_code == 401
     assert replay.get_json()["error"] == "invalid_client"

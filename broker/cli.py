@@ -20,7 +20,7 @@ from charter import service as charters
 from charter.document import CharterInvalidError
 from common import migrations
 from common.db import unit_of_work
-from common.errors import DomainError
+from common.errors import ConflictError, DomainError
 from common.keyring import app_keyring
 
 
@@ -303,8 +303,19 @@ def demo_seed(charter_path: str) -> None:
     """Load the demo charter and create demo citizens with consents (idempotent)."""
     from broker import demo
 
-    for line in demo.seed(Path(charter_path)):
-        click.echo(line)
+    try:
+        for line in demo.seed(Path(charter_path)):
+            click.echo(line)
+    except ConflictError as exc:
+        # An instance/ seeded by an older Tiers whose demo charter had other content under
+        # the same version: charters are immutable, so the demo starts from a new database.
+        click.echo(
+            f"The demo cannot be seeded: {exc.detail}\nThis database holds a demo made from "
+            "another copy of the demo charter: remove instance/ (make clean) and run "
+            "make demo again.",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @main.group("audit")

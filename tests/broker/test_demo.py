@@ -204,3 +204,21 @@ def test_the_observatorys_account_sees_its_statistics_under_an_aggregate_grant(
     with browser.session_transaction() as cookie:
         cookie["sid"] = token
     assert browser.get("/statistics/releases").status_code == 200
+
+
+def test_a_database_seeded_from_another_demo_charter_is_told_how_to_start_again(
+    app: Flask, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broker.cli import main
+    from charter import service as charters
+
+    other = CHARTER.read_text(encoding="utf-8").replace("min_cohort: 10", "min_cohort: 11")
+    charters.load(session, other)
+    session.commit()
+    monkeypatch.setenv("TIERS_DEMO_HOLDERS", "")
+    monkeypatch.setenv("TIERS_INSTANCE", str(tmp_path))
+    seeded = app.test_cli_runner().invoke(main, ["demo-seed", "--charter", str(CHARTER)])
+    assert seeded.exit_code == 1
+    assert "already exists with other content" in seeded.stderr
+    assert "remove instance/" in seeded.stderr
+    assert "Traceback" not in seeded.output

@@ -72,6 +72,7 @@ demo: install translations
 	  echo "Tiers demo territory: $(DEMO_ISSUER)/"; \
 	  echo "Demo reuser EcoWatt Conseil (PAR + PKCE + private_key_jwt + DPoP): $(REUSER_URL)/"; \
 	  echo "  its API client (client_credentials, access requests): instance/demo-reuser-api.json"; \
+	  echo "Demo holders' API clients (to redeem citizens' pairing codes): instance/demo-holder-<organisation>-api.json"; \
 	  echo "Demo data holders (electricity, gas, transit, open building sensors): $(DEMO_HOLDERS)"; \
 	  echo "Demo sign-ins (password demo-tiers-2026): camille@demo.tiers.local (also on the charter committee), yanis@demo.tiers.local, lea@demo.tiers.local"; \
 	  echo "Observatory member (its releases at $(DEMO_ISSUER)/statistics/releases): observatoire@demo.tiers.local"; \

@@ -4,7 +4,8 @@ demo holders (examples/holders) read from their own `GET /datasets`. Idempotent.
 
 The reuser's private key is generated once and kept in the instance folder (mode 0600); only
 its public JWK is registered with Tiers (RFC 7523 `private_key_jwt`). Its API client's secret
-(client_credentials, to file access requests) is written there too, once, mode 0600.
+(client_credentials, to file access requests) is written there too, once, mode 0600, and so is
+that of each holder with personal data (to redeem citizens' pairing codes).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ OBSERVATORY_PURPOSE = "energy-observatory"
 OBSERVATORY_GRANT_DAYS = 365
 ACTOR = "demo"
 
-# slug, name, role, reuser category. The holder and the observatory get their clients with
-# the holders' issue; the demo reuser's client is made below.
+# slug, name, role, reuser category. The demo reuser's clients and the holders' API clients
+# (PAIRING_HOLDERS) are made below.
 DEMO_ORGANISATIONS: list[tuple[str, str, Role, str | None]] = [
     ("comite-charte-brevanne", "Comité de la charte du Pays de Brévanne", Role.COMMITTEE, None),
     ("ecowatt-conseil", "EcoWatt Conseil", Role.REUSER, "company"),
@@ -81,6 +82,11 @@ DEFAULT_HOLDER_URLS = tuple(f"http://127.0.0.1:{5101 + i}" for i in range(len(DE
 HOLDER_WAIT = 15.0  # seconds: `make demo` starts the holders just before the seed
 REUSER_API_CLIENT_NAME = "EcoWatt — API"
 REUSER_API_FILE = "demo-reuser-api.json"
+# The holders with personal data, whose citizens pair their accounts (the city's building
+# sensors are open data: nobody to pair), each with an API client to redeem pairing codes.
+PAIRING_HOLDERS = ("brevanne-reseaux", "brevanne-gaz", "brevanne-mobilites")
+HOLDER_API_CLIENT_NAME = "Appairage — API"
+HOLDER_API_SCOPE = "datasets:write"  # what `POST /api/v1/pairings` asks
 
 REUSER_SLUG = "ecowatt-conseil"  # the charter names it for purpose energy-coaching
 REUSER_CLIENT_NAME = "EcoWatt — coaching"
@@ -97,9 +103,9 @@ def seed(
     holder_urls: Sequence[str] | None = None,
     wait: float | None = None,
 ) -> Iterator[str]:
-    """Publish the demo charter, create the demo citizens, organisations and the demo
-    reuser's clients, write the reuser's credentials files, and register the datasets of the
-    demo holders that answer; yields what it did.
+    """Publish the demo charter, create the demo citizens, organisations, the demo
+    reuser's clients and the pairing holders' API clients, write their credentials files, and
+    register the datasets of the demo holders that answer; yields what it did.
 
     `reuser_url` is where the demo reuser runs (its redirect URI is `<reuser_url>/callback`;
     default: $TIERS_DEMO_REUSER_URL, else http://127.0.0.1:5001); `instance_dir` is where its
@@ -142,7 +148,21 @@ def seed(
     yield from _reuser_client(
         reuser_url or os.environ.get("TIERS_DEMO_REUSER_URL") or DEFAULT_REUSER_URL, instance
     )
-    yield from _reuser_api_client(instance)
+    yield from _api_client(
+        instance,
+        slug=REUSER_SLUG,
+        name=REUSER_API_CLIENT_NAME,
+        scope="access:request",
+        file_name=REUSER_API_FILE,
+    )
+    for slug in PAIRING_HOLDERS:
+        yield from _api_client(
+            instance,
+            slug=slug,
+            name=HOLDER_API_CLIENT_NAME,
+            scope=HOLDER_API_SCOPE,
+            file_name=holder_api_file(slug),
+        )
     with unit_of_work() as session:
         yield _observatory_member(session)
     configured = holder_urls if holder_urls is not None else os.environ.get("TIERS_DEMO_HOLDERS")
@@ -304,32 +324,40 @@ def public_jwk(private: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
     return {**jwk, "kid": jose.thumbprint(jwk), "use": "sig", "alg": "ES256"}
 
 
-def _reuser_api_client(instance_dir: Path) -> Iterator[str]:
-    """EcoWatt's confidential client for the API (client_credentials, `access:request`), so
-    that access requests can be filed with curl; its secret is written once, mode 0600, and
-    the client is registered again only when that file is lost."""
-    path = instance_dir / REUSER_API_FILE
+def holder_api_file(slug: str) -> str:
+    """The name, in the instance folder, of the demo holder `slug`'s API credentials."""
+    return f"demo-holder-{slug}-api.json"
+
+
+def _api_client(
+    instance_dir: Path, *, slug: str, name: str, scope: str, file_name: str
+) -> Iterator[str]:
+    """The confidential API client `name` of organisation `slug` (client_secret_basic,
+    client_credentials, `scope`): EcoWatt's to file access requests with curl, each holder's
+    to redeem pairing codes. Its secret is written once to `file_name`, mode 0600, and the
+    client is registered again (the older one revoked) only when that file is lost."""
+    path = instance_dir / file_name
     saved = _read_json(path)
     with unit_of_work() as session:
-        organisation = organisations.get_organisation_by_slug(session, REUSER_SLUG)
+        organisation = organisations.get_organisation_by_slug(session, slug)
         kept = None
         for client in clients.list_clients(session, organisation.id, include_revoked=False):
-            if client.name != REUSER_API_CLIENT_NAME:
+            if client.name != name:
                 continue
             if kept is None and saved and saved.get("client_id") == client.client_id:
                 kept = client
             else:
                 clients.revoke_client(session, client_id=client.client_id, actor=ACTOR)
         if kept is not None:
-            yield f"API client {kept.client_id} of {REUSER_SLUG} already exists"
+            yield f"API client {kept.client_id} of {slug} already exists"
             return
         client, secret = clients.create_client(
             session,
             organisation_id=organisation.id,
-            name=REUSER_API_CLIENT_NAME,
+            name=name,
             auth_method=AuthMethod.CLIENT_SECRET_BASIC,
             grant_types=["client_credentials"],
-            scope="access:request",
+            scope=scope,
             actor=ACTOR,
         )
         credentials = {"client_id": client.client_id, "client_secret": secret}
@@ -340,7 +368,7 @@ def _reuser_api_client(instance_dir: Path) -> Iterator[str]:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(credentials, indent=2) + "\n")
     temporary.replace(path)
-    yield f"API client {credentials['client_id']} of {REUSER_SLUG} registered; secret in {path}"
+    yield f"API client {credentials['client_id']} of {slug} registered; secret in {path}"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

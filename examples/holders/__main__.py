@@ -4,10 +4,13 @@
     python -m examples.holders all [--base-port 5101]
     python -m examples.holders pair --tiers-url URL --client-id ID --client-secret S \
         CODE SUBJECT DATASET
+    python -m examples.holders pair --credentials FILE CODE SUBJECT DATASET
 
 Environment: TIERS_URL, HOLDER_SEED, HOLDER_HOST, HOLDER_FAULT (every holder) or
 HOLDER_FAULT_<NAME> (one holder): `down[:s]`, `slow[:ms]`, `malformed[:json|fields]`;
-HOLDER_CLIENT_ID and HOLDER_CLIENT_SECRET for `pair`, so the secret stays out of shell history.
+HOLDER_CLIENT_ID and HOLDER_CLIENT_SECRET for `pair`, so the secret stays out of shell history,
+or `--credentials`: a JSON file with `client_id` and `client_secret` (the demo seed writes one
+per holder, `instance/demo-holder-<organisation>-api.json`), which wins over both.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from flask import Flask
@@ -109,11 +113,37 @@ def serve(services: list[Service]) -> int:
     return 0
 
 
+def read_credentials(path: Path) -> tuple[str, str]:
+    """The client id and secret in the JSON file at `path`; ValueError saying what is wrong."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ValueError(f"{path} is not JSON") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    client_id, client_secret = saved.get("client_id"), saved.get("client_secret")
+    if not isinstance(client_id, str) or not isinstance(client_secret, str):
+        raise ValueError(f"{path} has no client_id and client_secret")
+    return client_id, client_secret
+
+
 def _pair(args: argparse.Namespace) -> int:
-    if not args.client_id or not args.client_secret:
-        print("give --client-id and --client-secret (or HOLDER_CLIENT_ID/SECRET)", file=sys.stderr)
+    client_id, client_secret = args.client_id, args.client_secret
+    if args.credentials is not None:
+        try:
+            client_id, client_secret = read_credentials(args.credentials)
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+    if not client_id or not client_secret:
+        print(
+            "give --credentials, or --client-id and --client-secret (or HOLDER_CLIENT_ID/SECRET)",
+            file=sys.stderr,
+        )
         return 2
-    client = TiersClient(args.tiers_url, args.client_id, args.client_secret)
+    client = TiersClient(args.tiers_url, client_id, client_secret)
     try:
         result = client.pair(Pairing(args.code.strip(), args.subject.strip(), args.dataset))
     except PairingError as exc:
@@ -160,6 +190,13 @@ def parser() -> argparse.ArgumentParser:
     pair.add_argument("--tiers-url", default=os.environ.get("TIERS_URL", DEFAULT_TIERS_URL))
     pair.add_argument("--client-id", default=os.environ.get("HOLDER_CLIENT_ID"))
     pair.add_argument("--client-secret", default=os.environ.get("HOLDER_CLIENT_SECRET"))
+    pair.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON with client_id and client_secret (instead of the two options)",
+    )
     pair.add_argument("code", help="the one-time code the citizen got on Tiers' portal")
     pair.add_argument("subject", help="the holder's own id for the citizen (PRM, PCE, card)")
     pair.add_argument("dataset", help="Tiers' id of the dataset")

@@ -1,34 +1,42 @@
 """`tiers demo-seed` against the four demo holders served for real: each holder's datasets
-registered from its own `GET /datasets`, under its organisation, idempotently; and EcoWatt's
-API client able to file an access request for energy coaching on them."""
+registered from its own `GET /datasets`, under its organisation, idempotently; EcoWatt's
+API client able to file an access request for energy coaching on them; and the API clients of
+the holders with personal data, able to redeem a citizen's pairing code."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from requests.structures import CaseInsensitiveDict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEntry
 from broker import demo
-from broker.models import Dataset, DatasetAuth, Organisation
+from broker.models import AuthMethod, Dataset, DatasetAuth, OAuthClient, Organisation
 from broker.service import access, organisations
 from common.clock import utcnow
-from consent import accounts
+from consent import accounts, links
 from consent.models import Citizen
 from examples.holders import NAMES, build
+from examples.holders.__main__ import read_credentials
 from examples.holders.app import create_app
-from tests.conftest import ISSUER
+from examples.holders.pairing import Pairing, TiersClient
+from tests.conftest import ISSUER, form_csrf, sign_in
 from tests.gateway.conftest import Late, serve
 
 CHARTER = Path(__file__).resolve().parents[2] / "examples" / "charter.yaml"
@@ -168,6 +176,104 @@ def test_ecowatt_files_an_access_request_for_energy_coaching_with_its_api_client
     assert filed.get_json()["status"] == "approved"
     grants = client.get("/api/v1/grants", headers=bearer).get_json()
     assert [g["purpose"] for g in grants] == ["energy-coaching"]
+
+
+def test_each_holder_with_personal_data_gets_an_api_client_to_pair_once(
+    app: Flask, session: Session, tmp_path: Path
+) -> None:
+    first = _seed(app, tmp_path, [])
+    saved = {}
+    for slug in demo.PAIRING_HOLDERS:
+        path = tmp_path / demo.holder_api_file(slug)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, first
+        saved[slug] = json.loads(path.read_text())
+        assert f"API client {saved[slug]['client_id']} of {slug} registered; secret in {path}" in (
+            first
+        )
+        model = session.scalar(
+            select(OAuthClient).where(OAuthClient.client_id == saved[slug]["client_id"])
+        )
+        assert model is not None
+        assert model.organisation.slug == slug
+        assert model.auth_method is AuthMethod.CLIENT_SECRET_BASIC
+        assert (model.grant_types, model.scope) == (["client_credentials"], "datasets:write")
+    # The city's building sensors are open data: nobody to pair, no client.
+    assert not (tmp_path / demo.holder_api_file("ville-de-brevanne")).exists()
+    assert len({c["client_id"] for c in saved.values()}) == 3
+
+    def clients() -> int:
+        return int(session.scalar(select(func.count()).select_from(OAuthClient)) or 0)
+
+    before = clients()
+    again = _seed(app, tmp_path, [])
+    assert clients() == before
+    for slug, credentials in saved.items():
+        assert f"API client {credentials['client_id']} of {slug} already exists" in again
+        assert json.loads((tmp_path / demo.holder_api_file(slug)).read_text()) == credentials
+    assert not [line for line in again if "registered; secret in" in line]
+
+
+class _ThroughFlask(requests.adapters.BaseAdapter):
+    """Hands the holder's real HTTP calls (examples/holders/pairing.py) to Tiers' test client,
+    so that they run in the test's transaction."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        super().__init__()
+        self.client = client
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        url = urlsplit(request.url or "")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        answer = self.client.open(
+            url.path,
+            method=request.method or "GET",
+            query_string=url.query,
+            headers=headers,
+            data=request.body,
+        )
+        response = requests.Response()
+        response.status_code = answer.status_code
+        response._content = answer.get_data()
+        response.headers = CaseInsensitiveDict(dict(answer.headers))
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_holder_redeems_a_citizens_pairing_code_with_the_client_the_seed_made(
+    app: Flask, client: FlaskClient, session: Session, tmp_path: Path, holders: dict[str, str]
+) -> None:
+    _seed(app, tmp_path, [holders["electricity"]])
+    daily = _registered(session)[("brevanne-reseaux", "electricity-daily")]
+    reseaux = organisations.get_organisation_by_slug(session, "brevanne-reseaux")
+    prm = requests.get(f"{holders['electricity']}/demo/subjects", timeout=5).json()["subjects"]
+    prm = prm[0]["prm"]
+    citizen = sign_in(app, session)
+    page = citizen.client.get("/me/links").get_data(as_text=True)
+    asked = citizen.client.post(
+        "/me/links/codes", data={"csrf_token": form_csrf(page), "holder": str(reseaux.id)}
+    )
+    assert asked.status_code == 200, asked.get_data(as_text=True)
+    found = re.search(r'data-testid="pairing-code">([0-9A-Z]{4}-[0-9A-Z]{4})<', asked.text)
+    assert found, "no pairing code on the page"
+
+    client_id, client_secret = read_credentials(tmp_path / demo.holder_api_file("brevanne-reseaux"))
+    http = requests.Session()
+    http.mount(ISSUER, _ThroughFlask(client))
+    holder = TiersClient(ISSUER, client_id, client_secret, http=http)
+    try:
+        paired = holder.pair(Pairing(found.group(1), prm, str(daily.id)))
+    finally:
+        holder.close()
+    assert paired["created"] is True
+    assert paired["dataset"] == str(daily.id)
+    assert links.linked_subjects(session, reseaux.id, [citizen.subject_id]) == {
+        prm: citizen.subject_id
+    }
+    assert "Brévanne Réseaux" in citizen.client.get("/me/links").get_data(as_text=True)
 
 
 def test_the_observatorys_account_sees_its_statistics_under_an_aggregate_grant(

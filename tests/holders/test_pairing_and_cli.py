@@ -3,6 +3,7 @@ holders for real."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,37 @@ def test_the_pair_command_exits_0_on_success_and_1_on_refusal(
     assert '"status": "paired"' in capsys.readouterr().out
     assert main([*common, CLIENT_SECRET, "WRONG-CODE", "12345678901234", "ds-1"]) == 1
     assert "pairing failed" in capsys.readouterr().err
+
+
+def test_the_pair_command_reads_its_client_from_a_credentials_file(
+    tiers: FakeTiers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HOLDER_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("HOLDER_CLIENT_SECRET", "stale")  # the file wins over the environment
+    path = tmp_path / "demo-holder-brevanne-reseaux-api.json"
+    path.write_text(json.dumps({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}))
+    common = ["pair", "--tiers-url", tiers.url, "--credentials"]
+    assert main([*common, str(path), PAIRING_CODE, "12345678901234", "ds-1"]) == 0
+    assert '"status": "paired"' in capsys.readouterr().out
+    assert tiers.pairings == [
+        {"code": PAIRING_CODE, "subject": "12345678901234", "dataset": "ds-1"}
+    ]
+
+    for content, said in (
+        (None, "cannot read"),
+        ("{not json", "is not JSON"),
+        ('["a", "b"]', "is not a JSON object"),
+        ('{"client_id": "holder-electricity"}', "has no client_id and client_secret"),
+    ):
+        path.unlink(missing_ok=True)
+        if content is not None:
+            path.write_text(content)
+        assert main([*common, str(path), PAIRING_CODE, "12345678901234", "ds-1"]) == 2
+        assert said in capsys.readouterr().err
+    assert len(tiers.pairings) == 1
 
 
 def test_the_command_line_knows_every_holder_and_its_port() -> None:

@@ -39,6 +39,28 @@ def make_profile(**overrides: Any) -> DatasetProfile:
     return DatasetProfile(**{**values, **overrides})
 
 
+def make_grid(**overrides: Any) -> Any:
+    """A push-down grid: three months x areas A, B, C, values clamped to [0, 100], at most two
+    cells a citizen (the exact part's tests)."""
+    from anonymize import pushdown
+
+    values: dict[str, Any] = {
+        "dataset_id": uuid.uuid4(),
+        "purpose": PURPOSE,
+        "recipient": RECIPIENT,
+        "start_month": 2026 * 12,
+        "width": 1,
+        "buckets": 3,
+        "areas": ("A", "B", "C"),
+        "categories": None,
+        "lower": 0,
+        "upper": 100,
+        "max_cells": 2,
+        "at": utcnow(),
+    }
+    return pushdown.Grid(**{**values, **overrides})
+
+
 @dataclass
 class Staged:
     """Staged records and the truth a release should approach (clamped per citizen per cell)."""

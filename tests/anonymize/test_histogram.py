@@ -16,30 +16,21 @@ from hypothesis import strategies as st
 
 from anonymize import pushdown, results
 from anonymize.service import Record, stage_records
-from common.clock import utcnow
-from tests.anonymize.conftest import DISTRICTS, PURPOSE, RECIPIENT, make_profile, synthetic
+from tests.anonymize.conftest import (
+    DISTRICTS,
+    PURPOSE,
+    RECIPIENT,
+    make_grid,
+    make_profile,
+    synthetic,
+)
 
 AREAS = ("A", "B", "C")
 EDGES = (0, 25, 50, 100)
 
 
 def grid(**overrides) -> pushdown.Grid:
-    values = {
-        "dataset_id": uuid.uuid4(),
-        "purpose": PURPOSE,
-        "recipient": RECIPIENT,
-        "start_month": 2026 * 12,
-        "width": 1,
-        "buckets": 3,
-        "areas": AREAS,
-        "categories": None,
-        "lower": 0,
-        "upper": 100,
-        "max_cells": 2,
-        "at": utcnow(),
-        "edges": EDGES,
-    }
-    return pushdown.Grid(**{**values, **overrides})
+    return make_grid(**{"edges": EDGES, **overrides})
 
 
 rows = st.lists(

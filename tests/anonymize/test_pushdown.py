@@ -21,27 +21,20 @@ from anonymize.service import Record, drop_subject, purge_expired, stage_records
 from anonymize.staging import month_index
 from common.clock import frozen, utcnow
 from common.errors import InvalidInputError
-from tests.anonymize.conftest import DISTRICTS, PURPOSE, RECIPIENT, make_profile, synthetic
+from tests.anonymize.conftest import (
+    DISTRICTS,
+    PURPOSE,
+    RECIPIENT,
+    make_grid,
+    make_profile,
+    synthetic,
+)
 
 AREAS = ("A", "B", "C")
 
 
 def grid(**overrides) -> pushdown.Grid:
-    values = {
-        "dataset_id": uuid.uuid4(),
-        "purpose": PURPOSE,
-        "recipient": RECIPIENT,
-        "start_month": 2026 * 12,
-        "width": 1,
-        "buckets": 3,
-        "areas": AREAS,
-        "categories": None,
-        "lower": 0,
-        "upper": 100,
-        "max_cells": 2,
-        "at": utcnow(),
-    }
-    return pushdown.Grid(**{**values, **overrides})
+    return make_grid(**overrides)
 
 
 def vectors(frame: pd.DataFrame, g: pushdown.Grid) -> tuple[list[int], list[int]]:

@@ -312,55 +312,24 @@ def test_the_citizens_page_is_paged_and_refuses_bad_page_numbers(citizen, sessio
 def test_a_citizen_downloads_a_receipt_that_verifies_in_a_real_browser(tmp_path):
     """Sign up in headless Chromium, open "who accessed my data", download an entry's receipt
     and check it offline against the published log key."""
-    import shutil
-    import threading
+    from tests.live import chromium, own_app, serve
 
-    from playwright.sync_api import sync_playwright
-    from werkzeug.serving import make_server
-
-    from broker.app import create_app
-    from common import migrations
-    from tests.conftest import settings
-
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Debian's chromium is needed for the browser tests")
-    app = create_app(
-        settings(
-            DATABASE_URL=f"sqlite:///{tmp_path}/pages.sqlite",
-            KEYS_DIR=str(tmp_path / "keys"),
-            TESTING=False,
-        )
-    )
-    with app.extensions["db.engine"].begin() as connection:
-        migrations.upgrade(connection)
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    server = f"http://127.0.0.1:{http.server_port}"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=executable, args=["--no-sandbox", "--disable-gpu"]
-            )
-            page = browser.new_page(accept_downloads=True)
-            page.goto(f"{server}/sign-up")
-            page.fill("input[name=email]", "reader@example.org")
-            page.fill("input[name=password]", PASSWORD)
-            page.fill("input[name=password_again]", PASSWORD)
-            page.get_by_test_id("sign-up").click()
-            page.goto(f"{server}{MINE}")
-            row = page.get_by_test_id("access-row").first
-            entry_id = row.get_attribute("data-id")
-            assert row.get_by_test_id("seal").get_attribute("data-status") == "verified"
-            with page.expect_download() as download:
-                row.get_by_test_id("receipt-link").click()
-            receipt = download.value.path().read_text(encoding="utf-8")
-            vkey = page.request.get(f"{server}/api/v1/audit/log-key").text().strip()
-            browser.close()
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
+    app = own_app(tmp_path, "pages")
+    with serve(app) as server, chromium() as browser:
+        page = browser.new_page(accept_downloads=True)
+        page.goto(f"{server}/sign-up")
+        page.fill("input[name=email]", "reader@example.org")
+        page.fill("input[name=password]", PASSWORD)
+        page.fill("input[name=password_again]", PASSWORD)
+        page.get_by_test_id("sign-up").click()
+        page.goto(f"{server}{MINE}")
+        row = page.get_by_test_id("access-row").first
+        entry_id = row.get_attribute("data-id")
+        assert row.get_by_test_id("seal").get_attribute("data-status") == "verified"
+        with page.expect_download() as download:
+            row.get_by_test_id("receipt-link").click()
+        receipt = download.value.path().read_text(encoding="utf-8")
+        vkey = page.request.get(f"{server}/api/v1/audit/log-key").text().strip()
     with app.app_context():
         from common.db import get_session
 

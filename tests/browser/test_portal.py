@@ -4,21 +4,17 @@ history — in French, then in English."""
 
 from __future__ import annotations
 
-import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import Browser, Page, expect
 
-from broker.app import create_app
 from broker.service import publish_charter
-from common import migrations
 from common.db import unit_of_work
-from tests.conftest import CHARTER, ISSUER, PASSWORD, settings
+from tests.conftest import CHARTER, ISSUER, PASSWORD
+from tests.live import own_app, serve
 
 pytestmark = pytest.mark.browser
 
@@ -26,45 +22,11 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # A server of its own on a SQLite file: the browser's requests commit for real.
-    folder = tmp_path_factory.mktemp("portal")
-    app = create_app(
-        settings(
-            DATABASE_URL=f"sqlite:///{folder}/portal.sqlite",
-            KEYS_DIR=str(folder / "keys"),
-            TESTING=False,
-        )
-    )
-    with app.extensions["db.engine"].begin() as connection:
-        migrations.upgrade(connection)
+    app = own_app(tmp_path_factory.mktemp("portal"), "portal")
     with app.app_context(), unit_of_work() as session:
         publish_charter(session, CHARTER.read_text(encoding="utf-8"), actor="browser-test")
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Debian's chromium is needed for the browser tests (make test installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
+    with serve(app) as url:
+        yield url
 
 
 def _journey(page: Page, server: str, email: str, words: dict[str, str], tmp: Path) -> None:

@@ -6,29 +6,25 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from anonymize import service as releases
-from broker.app import create_app
 from broker.models import Organisation, Role
 from broker.service import organisations, publish_charter
-from common import migrations
 from common.db import unit_of_work
 from consent import accounts
 from consent.models import Citizen
 from tests.anonymize.conftest import PURPOSE, RECIPIENT, make_profile, synthetic
-from tests.conftest import CHARTER, PASSWORD, settings
+from tests.conftest import CHARTER, PASSWORD
+from tests.live import own_app, serve
 
 pytestmark = pytest.mark.browser
 MEMBER = "observatoire@example.org"
@@ -42,16 +38,7 @@ def _always(session: object, **_kw: object) -> bool:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A server of its own on a SQLite file, with one release of an observatory whose member
     can sign in; yields the base URL and the release id."""
-    folder = tmp_path_factory.mktemp("statistics")
-    app = create_app(
-        settings(
-            DATABASE_URL=f"sqlite:///{folder}/statistics.sqlite",
-            KEYS_DIR=str(folder / "keys"),
-            TESTING=False,
-        )
-    )
-    with app.extensions["db.engine"].begin() as connection:
-        migrations.upgrade(connection)
+    app = own_app(tmp_path_factory.mktemp("statistics"), "statistics")
     profile = make_profile()
     with app.app_context():
         with unit_of_work() as session:
@@ -85,33 +72,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             )
             made, _ = releases.release(session, spec, requester, grants=_always)
             release_id = str(made.id)
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}", release_id
-    http.shutdown()
-    thread.join(timeout=10)
+    with serve(app) as url:
+        yield url, release_id
 
 
 def _member_id(session: Session) -> uuid.UUID:
     found = session.scalar(select(Citizen.id).where(Citizen.email == MEMBER))
     assert found is not None
     return found
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Debian's chromium is needed for the browser tests (make test installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        yield browser
-        browser.close()
 
 
 def test_an_observatory_reads_its_release_as_a_map_and_downloads_it(

@@ -7,11 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
 import stat
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,17 +19,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from broker import demo
-from broker.app import create_app
 from broker.models import CommitteeMember, Grant, OAuthClient, Organisation, Role
-from common import jose, migrations
+from common import jose
 from common.db import get_session, unit_of_work
 from examples.reuser import app as reuser
-from tests.conftest import CHARTER, PASSWORD, settings
+from tests.conftest import CHARTER, PASSWORD
+from tests.live import chromium, own_app, serve
 
 ISSUER = "http://tiers.example"
 
@@ -263,60 +261,26 @@ class Demo:
     client_id: str
 
 
-def _serve(app: Flask) -> tuple[BaseWSGIServer, threading.Thread]:
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    return http, thread
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """Tiers on a SQLite file, its ISSUER its real URL, and the reuser beside it, seeded by
     the demo seed with a redirect URI on the reuser's own port."""
     folder = tmp_path_factory.mktemp("reuser")
-    tiers_app = create_app(
-        settings(
-            DATABASE_URL=f"sqlite:///{folder}/tiers.sqlite",
-            KEYS_DIR=str(folder / "keys"),
-            TESTING=False,
-        )
-    )
-    with tiers_app.extensions["db.engine"].begin() as connection:
-        migrations.upgrade(connection)
-    tiers_http, tiers_thread = _serve(tiers_app)
-    tiers_url = f"http://127.0.0.1:{tiers_http.server_port}"
-    tiers_app.config["ISSUER"] = tiers_url  # RFC 8414 §3.3: the issuer is where it is reached
-    reuser_app = reuser.create_app(tiers_url, folder / "demo-reuser.json")  # read at first use
-    reuser_http, reuser_thread = _serve(reuser_app)
-    reuser_url = f"http://127.0.0.1:{reuser_http.server_port}"
-    _seed(tiers_app, folder, reuser_url)
-    client_id = json.loads((folder / "demo-reuser.json").read_text())["client_id"]
-    yield Demo(tiers_url, reuser_url, tiers_app, client_id)
-    for http, thread in ((reuser_http, reuser_thread), (tiers_http, tiers_thread)):
-        http.shutdown()
-        thread.join(timeout=10)
+    tiers_app = own_app(folder, "tiers")
+    with ExitStack() as stack:
+        tiers_url = stack.enter_context(serve(tiers_app))
+        tiers_app.config["ISSUER"] = tiers_url  # RFC 8414 §3.3: the issuer is where it is reached
+        reuser_app = reuser.create_app(tiers_url, folder / "demo-reuser.json")  # read at first use
+        reuser_url = stack.enter_context(serve(reuser_app))
+        _seed(tiers_app, folder, reuser_url)
+        client_id = json.loads((folder / "demo-reuser.json").read_text())["client_id"]
+        yield Demo(tiers_url, reuser_url, tiers_app, client_id)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Debian's chromium is needed for the browser tests (make test installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _grant_reasons(running: Demo) -> list[str | None]:

@@ -6,10 +6,8 @@ The territory's pieces come from broker/territory.py, the builder the benches sh
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -17,7 +15,6 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from broker import territory as builder
 from broker.models import Dataset, Organisation
@@ -29,19 +26,7 @@ from examples.holders import build
 from examples.holders.app import create_app, set_fault
 from examples.holders.tokens import TiersKeys
 from tests.conftest import ISSUER, PASSWORD
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+from tests.live import serve
 
 
 class Late:

@@ -6,11 +6,9 @@ endpoint and the pairing endpoint. Holders are built per test; `serve` puts any 
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,12 @@ from urllib.parse import unquote
 import pytest
 from flask import Flask, Response, jsonify, request
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from common.keyring import Keyring, SigningKey, sign
 from examples.holders import build
 from examples.holders.app import Fault, create_app
 from examples.holders.tokens import TiersKeys
+from tests.live import serve
 
 SEED = "tests"
 CLIENT_ID = "holder-electricity"
@@ -34,20 +32,6 @@ PAIRING_CODE = "K7QF-2MZC"
 
 def resource_uri(name: str) -> str:
     return f"https://{name}.holders.example/api"
-
-
-@contextmanager
-def serve(app: Flask) -> Iterator[str]:
-    """`app` on 127.0.0.1 on a free port, in a thread, for the duration; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class FakeTiers:

@@ -3,6 +3,7 @@ daily values that add up, and a year of half-hours walked page by page in flat m
 
 from __future__ import annotations
 
+import gc
 import statistics
 import tracemalloc
 from collections.abc import Callable
@@ -251,15 +252,20 @@ def test_memory_stays_flat_however_many_pages_are_walked(
         return served
 
     walk_pages(2)  # warm-up: imports, caches, the JWKS
+    gc.collect()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         assert walk_pages(2) == 400
         few = tracemalloc.get_traced_memory()[1] - base
+        gc.collect()
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        assert walk_pages(20) == 4000
+        assert walk_pages(40) == 8000
         many = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    assert many - few < 64 * 1024, (few, many)  # measured: a few kB
+    # Holding the records walked would grow by 38 pages x 200 records (well over 1 MB); the
+    # peak of a streaming walk moves by a few kB, and by up to about 80 kB when something else
+    # of the process allocates meanwhile (tracemalloc sees every thread): a CI run saw 76 kB.
+    assert many - few < 256 * 1024, (few, many)

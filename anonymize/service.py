@@ -34,11 +34,12 @@ from anonymize.specs import MAX_CELLS, MEASURES, ReleaseSpec
 from anonymize.staging import (
     DatasetProfile,
     Record,
+    drop_pairs,
     drop_subject,
     drop_subjects,
     purge_expired,
     stage_records,
-    staged_subjects,
+    staged_pairs,
 )
 from audit import service as audit
 from charter import service as charters
@@ -62,6 +63,7 @@ __all__ = [
     "budgets",
     "contributions",
     "csv_rows",
+    "drop_pairs",
     "drop_subject",
     "drop_subjects",
     "erase_subject",
@@ -71,7 +73,7 @@ __all__ = [
     "purge_expired",
     "release",
     "stage_records",
-    "staged_subjects",
+    "staged_pairs",
 ]
 
 LOW_ACCURACY = results.LOW_ACCURACY

@@ -8,6 +8,7 @@ citizen. Nothing commits here.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -205,15 +206,33 @@ def drop_subjects(
     return deleted
 
 
-def staged_subjects(session: Session, dataset_id: uuid.UUID, purpose: str) -> set[uuid.UUID]:
-    """The citizens with staged rows of one dataset and purpose (to sweep out the ones whose
-    consent ended without its notice reaching us)."""
-    return set(
-        session.scalars(
-            select(StagedRecord.subject_id)
-            .where(StagedRecord.dataset_id == dataset_id, StagedRecord.purpose == purpose)
-            .distinct()
-        )
+def staged_pairs(
+    session: Session, dataset_id: uuid.UUID, purpose: str
+) -> set[tuple[uuid.UUID, str]]:
+    """The (citizen, recipient) pairs with staged rows of one dataset and purpose (to sweep
+    out the ones whose consent ended without its notice reaching us)."""
+    rows = session.execute(
+        select(StagedRecord.subject_id, StagedRecord.recipient)
+        .where(StagedRecord.dataset_id == dataset_id, StagedRecord.purpose == purpose)
+        .distinct()
+    )
+    return {(subject, recipient) for subject, recipient in rows}
+
+
+def drop_pairs(
+    session: Session,
+    dataset_id: uuid.UUID,
+    purpose: str,
+    pairs: Iterable[tuple[uuid.UUID, str]],
+) -> int:
+    """Delete the staged rows of these (citizen, recipient) pairs of one dataset and purpose:
+    a consent ends for one recipient, the citizen's rows for the others stay. Idempotent."""
+    by_recipient: dict[str, set[uuid.UUID]] = defaultdict(set)
+    for subject, recipient in pairs:
+        by_recipient[recipient].add(subject)
+    return sum(
+        drop_subjects(session, dataset_id, purpose, subjects, recipient=recipient)
+        for recipient, subjects in sorted(by_recipient.items())
     )
 
 

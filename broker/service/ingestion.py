@@ -97,7 +97,7 @@ class Plan:
     areas: frozenset[str]
     refs: dict[str, uuid.UUID]  # the holder's identifier -> Tiers' subject id
     valid_until: dict[uuid.UUID, dict[str, datetime]]  # citizen -> recipient -> consent's end
-    swept: int  # staged citizens dropped because their consent is no longer in force
+    swept: int  # (citizen, recipient) pairs dropped: that consent is no longer in force
 
 
 @dataclass(frozen=True)
@@ -274,8 +274,10 @@ def plan(session: Session, target: Target) -> Plan | None:
     valid_until = _in_force(session, purpose, dataset)
     refs = links.linked_subjects(session, dataset.holder_id, valid_until, dataset_id=dataset.id)
     linked = set(refs.values())
-    gone = releases.staged_subjects(session, dataset.id, purpose.id) - linked
-    releases.drop_subjects(session, dataset.id, purpose.id, gone)
+    # Per recipient: a citizen still consenting for one keeps no rows staged for another.
+    given = {(s, r) for s in linked for r in valid_until[s]}
+    gone = releases.staged_pairs(session, dataset.id, purpose.id) - given
+    releases.drop_pairs(session, dataset.id, purpose.id, gone)
     return Plan(
         target=target,
         profile=profile_of(dataset, value),
@@ -389,11 +391,7 @@ def stage_batch(
     # rows existed, so check again in this transaction and leave that citizen out.
     asked = {(s, r) for s in batch.values() for r in plan.valid_until[s]}
     ended = asked - _still_given(session, target.purpose_id, batch.values())
-    for recipient in {r for _, r in ended}:
-        gone = {s for s, r in ended if r == recipient}
-        releases.drop_subjects(
-            session, target.dataset_id, target.purpose_id, gone, recipient=recipient
-        )
+    releases.drop_pairs(session, target.dataset_id, target.purpose_id, ended)
     audit.append(
         session,
         event=INGEST_EVENT,

@@ -139,3 +139,30 @@ def test_a_withdrawal_for_one_recipient_keeps_the_rows_of_the_other(
     left = session.scalars(select(StagedRecord.recipient).distinct()).all()
     assert left == ["research"]
     assert ingestion.drop_for_consent(session, citizen.consent_id) == 0  # idempotent
+
+
+def test_planning_sweeps_a_recipient_whose_consent_ended_unnoticed_and_keeps_the_other(
+    session: Session, territory: Territory, make_observatory: Any, monkeypatch: Any
+) -> None:
+    """The withdrawal's own task never ran (a lost message): the next planning sweeps the
+    citizen's rows for that recipient, and only those."""
+    dataset_id = territory.holder.dataset.id
+    observatory = make_observatory("public_service")
+    aggregate_grant(session, observatory.organisation_id, [str(dataset_id)])
+    session.commit()
+    citizen = territory.citizen(territory.holder.subjects[0])
+    consent_also(session, citizen, "research")
+    ingest_aggregates.apply(kwargs={"force": True}).get()
+    monkeypatch.setattr(ingestion, "drop_for_consent", lambda _session, _consent_id: 0)
+    assert citizen.consent_id is not None
+    consent_service.withdraw(
+        session, subject_id=citizen.subject_id, consent_id=citizen.consent_id, method="portal"
+    )
+    session.commit()
+    mine = select(StagedRecord.recipient).where(StagedRecord.subject_id == citizen.subject_id)
+    assert set(session.scalars(mine.distinct())) == {"public_service", "research"}
+    for target in ingestion.targets(session):
+        ingestion.plan(session, target)
+    session.commit()
+    session.expire_all()
+    assert set(session.scalars(mine.distinct())) == {"research"}

@@ -27,10 +27,17 @@ depends_on = None
 _TS = sa.DateTime(timezone=True)
 
 
-def upgrade() -> None:
+def _restage() -> None:
+    """Empty the staging table and make every dataset due, so the next ingestion restages:
+    rows staged under one schema are never read under the other (after 0010 a citizen has one
+    copy of their rows per recipient, which the code before it would count twice)."""
     op.execute("DELETE FROM dp_staged_record")
     never = sa.bindparam("never", datetime(1970, 1, 1, tzinfo=UTC), type_=_TS)
     op.execute(sa.text("UPDATE dp_dataset SET updated_at = :never").bindparams(never))
+
+
+def upgrade() -> None:
+    _restage()
     with op.batch_alter_table("dp_staged_record", schema=None) as batch_op:
         batch_op.add_column(sa.Column("recipient", sa.String(length=64), nullable=False))
     op.create_table(
@@ -45,6 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("dp_contribution")
+    _restage()
+    op.drop_table("dp_contribution")  # the per-citizen counters go with their table
     with op.batch_alter_table("dp_staged_record", schema=None) as batch_op:
         batch_op.drop_column("recipient")

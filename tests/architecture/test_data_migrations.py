@@ -1,4 +1,4 @@
-"""Migration 0011: observatories' and city services' clients that could ask for releases keep
+"""Migrations that move data. 0011: observatories' and city services' clients that could ask for releases keep
 that right under releases:write; nobody else gets it; downgrading takes it back."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from broker.models import AuthMethod, OAuthClient, Organisation, Role
@@ -71,4 +71,27 @@ def test_releases_write_goes_to_the_clients_that_could_already_ask(tmp_path: Pat
         command.downgrade(config, "0010")
     assert scopes()["obs"] == "releases:read access:request"
     assert scopes()["city"] == "consent:read releases:read"
+    engine.dispose()
+
+
+def test_downgrading_0010_empties_staging_so_no_citizen_is_counted_twice(tmp_path: Path) -> None:
+    """After 0010 a citizen has one copy of their staged rows per recipient; the schema before
+    it has no recipient, so the downgrade leaves nothing staged for the old code to count."""
+    engine = make_engine(f"sqlite:///{tmp_path}/staging.sqlite")
+    config = migrations.alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0010")
+        subject = uuid.uuid4().hex
+        for recipient in ("public_service", "research"):
+            connection.execute(
+                text(
+                    "INSERT INTO dp_staged_record (dataset_id, purpose, subject_id, month_index,"
+                    " area, category, value, staged_at, valid_until, expires_at, recipient)"
+                    " VALUES (:d, 'p', :s, 1, 'D01', '', 5, :t, NULL, :t, :r)"
+                ),
+                {"d": uuid.uuid4().hex, "s": subject, "t": "2030-01-01 00:00:00", "r": recipient},
+            )
+        command.downgrade(config, "0009")
+        assert connection.scalar(text("SELECT count(*) FROM dp_staged_record")) == 0
     engine.dispose()

@@ -165,6 +165,7 @@ def prepare(app: Any, holder_url: str, reuser_url: str, count: int) -> Territory
                 Role.HOLDER,
                 resource_uri=holder_url,
                 webhook_url=f"{holder_url}/webhooks/tiers",
+                actor="bench",
             )
             reuser = builder.organisation(
                 session,
@@ -173,6 +174,7 @@ def prepare(app: Any, holder_url: str, reuser_url: str, count: int) -> Territory
                 Role.REUSER,
                 category="company",
                 webhook_url=f"{reuser_url}/webhooks/tiers",
+                actor="bench",
             )
             dataset = datasets.register(
                 session,

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.models import AccessGrant, Organisation, RequestStatus, Role
-from broker.service import access, gateway, publish_charter
+from broker.service import access, gateway, organisations, publish_charter
 from charter import service as charters
 from consent import accounts, links
 from consent import service as consents
@@ -52,20 +52,20 @@ def organisation(
     category: str | None = None,
     resource_uri: str | None = None,
     webhook_url: str | None = None,
+    actor: str,
 ) -> Organisation:
-    """An active organisation of the territory (flushed: its id is known)."""
-    made = Organisation(
+    """An active organisation of the territory, registered as the committee would (flushed:
+    its id is known)."""
+    return organisations.create_organisation(
+        session,
         slug=slug,
         name=name,
         role=role,
         reuser_category=category,
         resource_uri=resource_uri,
-        suspended_at=None,
         webhook_url=webhook_url,
+        actor=actor,
     )
-    session.add(made)
-    session.flush()
-    return made
 
 
 def daily_settings(holder_url: str) -> dict[str, Any]:

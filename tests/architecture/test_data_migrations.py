@@ -1,5 +1,6 @@
-"""Migrations that move data. 0011: observatories' and city services' clients that could ask for releases keep
-that right under releases:write; nobody else gets it; downgrading takes it back."""
+"""Migrations that move data. 0011: observatories' and city services' clients that could ask
+for releases keep that right under releases:write; nobody else gets it; downgrading takes it
+back. 0010: staging is emptied both ways."""
 
 from __future__ import annotations
 

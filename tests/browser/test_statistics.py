@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from anonymize import service as releases
-from broker.models import Organisation, Role
+from broker import territory
+from broker.models import Role
 from broker.service import organisations, publish_charter
 from common.db import unit_of_work
 from consent import accounts
@@ -43,15 +44,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     with app.app_context():
         with unit_of_work() as session:
             publish_charter(session, CHARTER.read_text(encoding="utf-8"), actor="browser-test")
-            observatory = Organisation(
-                id=uuid.uuid4(),
-                slug="observatoire-test",
-                name="Observatoire",
-                role=Role.OBSERVATORY,
-                reuser_category="public_service",
-                suspended_at=None,
+            observatory = territory.organisation(
+                session,
+                "observatoire-test",
+                "Observatoire",
+                Role.OBSERVATORY,
+                category="public_service",
+                actor="browser-test",
             )
-            session.add(observatory)
             accounts.sign_up(session, email=MEMBER, password=PASSWORD)
             session.flush()
             organisations.add_member(session, MEMBER, observatory.slug, actor="browser-test")

@@ -379,7 +379,8 @@ def holder_token(app: Any, grant_id: str, dataset_id: uuid.UUID) -> str:
         dataset = session.get(Dataset, dataset_id)
         assert grant is not None
         assert dataset is not None
-        token = gateway.holder_token(signer, dataset, grant)
+        credential = gateway.holder_credential(signer, dataset, grant)
+        token = None if credential is None else credential.current()
         assert token is not None
         return token
 

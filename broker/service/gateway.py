@@ -214,12 +214,6 @@ def holder_credential(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> H
     return HolderToken(issuer, claims)
 
 
-def holder_token(issuer: Issuer, dataset: Dataset, grant: AccessGrant) -> str | None:
-    """One RFC 9068 token for this holder's resource only, naming the grant and its purpose."""
-    credential = holder_credential(issuer, dataset, grant)
-    return None if credential is None else credential.current()
-
-
 def bearer(source: Source) -> str | None:
     """The token to send with the source's next page, renewed if it is about to expire."""
     return None if source.token is None else source.token.current()

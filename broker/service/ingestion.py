@@ -45,8 +45,9 @@ from broker.service.gateway import (
     HolderConnection,
     Page,
     Source,
+    bearer,
+    holder_credential,
     holder_query,
-    holder_token,
     shape_page,
 )
 from broker.service.tokens import Issuer
@@ -359,7 +360,7 @@ def stage_batch(
         dataset_id=str(target.dataset_id),
         holder_slug=dataset.holder.slug,
         url=plan.url,
-        token=None,
+        token=holder_credential(issuer, dataset, grant),  # renewed as the pages come
         subject_field=plan.subject_field,
         fields=[plan.time_field, plan.value_field, *([plan.area_field] if plan.area_field else [])],
         pseudonyms={ref: str(subject) for ref, subject in batch.items()},
@@ -372,9 +373,7 @@ def stage_batch(
     try:
         cursor: str | None = None
         while True:
-            # A fresh token per page: a long batch outlives one token's two minutes.
-            token = holder_token(issuer, dataset, grant)
-            page = connection.page(holder_query(source, refs, cursor), token)
+            page = connection.page(holder_query(source, refs, cursor), bearer(source))
             staged += releases.stage_records(
                 session,
                 plan.profile,

@@ -27,14 +27,13 @@ blp = Blueprint(
     url_prefix="/api/v1",
     description="Differentially private statistics and the privacy budget they spend",
 )
-ASKING_ROLES = ("observatory", "city_service")
 # The app puts here who holds an aggregate grant (service.ReleaseGrants); none: no release.
 GRANTS_EXTENSION = "anonymize.release_grants"
 
 
 def _requester() -> service.Requester:
     token = current_token()
-    if token is None or token.role not in ASKING_ROLES:
+    if token is None or token.role not in service.STATISTICS_ROLES:
         raise ForbiddenError("Only observatories and city services receive statistics.")
     return service.Requester(
         organisation_id=token.organisation_id,

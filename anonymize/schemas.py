@@ -7,10 +7,24 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-MEASURES = ("count", "sum", "mean", "histogram", "quantile")
-BUCKETS = ("month", "quarter", "year", "all")
+from anonymize import specs
+
+MEASURES = specs.MEASURES
+BUCKETS = (*specs.BUCKETS, "all")
 _POSITIVE = validate.Range(min=Decimal(0), min_inclusive=False, error="Must be > 0.")
 _ID = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", error="Use 1 to 64 of A-Z a-z 0-9 . _ -")
+
+
+def _public_ids(description: str) -> fields.List[str]:
+    """A filter: some of the public keys (the spec checks they are the charter's or the
+    dataset's)."""
+    return fields.List(
+        fields.String(validate=_ID),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": description},
+    )
 
 
 class ReleaseIn(Schema):
@@ -51,20 +65,8 @@ class ReleaseIn(Schema):
             "the categories when grouping by category)."
         },
     )
-    areas = fields.List(
-        fields.String(validate=_ID),
-        load_default=None,
-        allow_none=True,
-        validate=validate.Length(min=1, max=1000),
-        metadata={"description": "Only these areas of the partition (public ids)."},
-    )
-    categories = fields.List(
-        fields.String(validate=_ID),
-        load_default=None,
-        allow_none=True,
-        validate=validate.Length(min=1, max=1000),
-        metadata={"description": "Only these of the dataset's public categories."},
-    )
+    areas = _public_ids("Only these areas of the partition (public ids).")
+    categories = _public_ids("Only these of the dataset's public categories.")
     bins = fields.List(
         fields.Decimal(allow_nan=False),
         load_default=None,

@@ -51,6 +51,7 @@ from common.errors import ForbiddenError, InvalidInputError, NotFoundError
 __all__ = [
     "MAX_CELLS",
     "MEASURES",
+    "STATISTICS_ROLES",
     "BudgetExceededError",
     "Budgets",
     "Contributions",
@@ -76,7 +77,8 @@ __all__ = [
     "staged_pairs",
 ]
 
-LOW_ACCURACY = results.LOW_ACCURACY
+# Who receives statistics: the roles whose organisations may ask for releases and read them.
+STATISTICS_ROLES = frozenset({"observatory", "city_service"})
 RELEASE_EVENT = "anonymize:release:create"
 DELTA = noise.DELTA
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from anonymize import service as releases
 from anonymize.service import Requester
 from audit import service as audit
 from broker.models import CommitteeMember, Organisation, OrganisationMember, Role
@@ -33,8 +34,8 @@ MAX_SLUG, MAX_NAME, MAX_URI = 64, 200, 500
 # The charter's reuser category says who an organisation is to the citizens who consent.
 CATEGORY_REQUIRED = frozenset({Role.REUSER, Role.CITY_SERVICE, Role.OBSERVATORY})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})  # RFC 8252 §7.3
-# Who receives statistics (anonymize.api.ASKING_ROLES): their members see them on the portal.
-STATISTICS_ROLES = frozenset({Role.OBSERVATORY, Role.CITY_SERVICE})
+# Who receives statistics: their members see them on the portal too.
+STATISTICS_ROLES = frozenset(Role(role) for role in releases.STATISTICS_ROLES)
 
 
 class _Unset(enum.Enum):

@@ -21,7 +21,8 @@ PLOT = 420
 PAD = 12
 
 
-def _label(cell: Mapping[str, Any]) -> str:
+def cell_label(cell: Mapping[str, Any]) -> str:
+    """A cell's keys as one line: time · area · category."""
     return " · ".join(str(cell[k]) for k in ("time", "area", "category") if cell.get(k))
 
 
@@ -82,10 +83,10 @@ def error_bars(result: dict[str, Any], *, title: str, desc: str | None = None) -
     for cell in result["cells"]:
         found = scalar(cell.get(name))
         if found is None:
-            lines.append((_label(cell), None, None, False))
+            lines.append((cell_label(cell), None, None, False))
         else:
             bar = found.get("ci95")
-            lines.append((_label(cell), found["value"], bar, bool(found.get("low_accuracy"))))
+            lines.append((cell_label(cell), found["value"], bar, bool(found.get("low_accuracy"))))
     unit = "" if name == "count" else f" ({result.get('unit', '')})"
     return _bars(lines, name + unit, title=title, desc=desc)
 
@@ -97,11 +98,11 @@ def quantile_bars(result: Mapping[str, Any], *, title: str, desc: str | None = N
     for cell in result["cells"]:
         found = {f["q"]: f for f in cell.get("quantiles") or ()}
         if cell.get("suppressed"):
-            lines.append((_label(cell), None, None, False))
+            lines.append((cell_label(cell), None, None, False))
             continue
         for q in result.get("quantiles") or ():
             one = found.get(q) or {}
-            label = f"{_label(cell)} · q = {q:g}"
+            label = f"{cell_label(cell)} · q = {q:g}"
             lines.append(
                 (label, one.get("value"), one.get("interval"), bool(one.get("low_accuracy")))
             )

@@ -139,8 +139,10 @@ class BinRow:
 
 
 def bin_rows(result: Mapping[str, Any]) -> list[BinRow]:
-    """Each cell's bins in order, then its total."""
+    """Each cell's bins in order, then its total; none for a release without bins."""
     edges = result.get("bins") or []
+    if not edges:
+        return []
     bounds = result.get("bounds")
     out: list[BinRow] = []
     for cell in result.get("cells", ()):
@@ -174,7 +176,7 @@ def _q(value: float) -> str:
 
 
 def quantile_rows(result: Mapping[str, Any]) -> list[QuantileRow]:
-    """Each cell's quantiles in the order asked."""
+    """Each cell's quantiles in the order asked; none for a release without quantiles."""
     edges = list(result.get("bins") or [])
     bounds = result.get("bounds")
     qs = result.get("quantiles") or []

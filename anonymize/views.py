@@ -53,6 +53,13 @@ def _nobody(session: Session, citizen_id: uuid.UUID) -> service.Requester | None
     return None
 
 
+def _requester_of(citizen_id: uuid.UUID) -> service.Requester | None:
+    """The organisation this portal account acts for on statistics, as the app wired it
+    (broker's memberships); nobody when nothing is wired."""
+    lookup: PortalRequester = current_app.extensions.get(REQUESTER_EXTENSION, _nobody)
+    return lookup(get_session(), citizen_id)
+
+
 def member_required(view: F) -> F:
     """A signed-in portal account acting for an organisation that receives statistics, else
     the sign-in page (anonymous) or 403 (anyone else); `g.requester` is that organisation."""
@@ -61,8 +68,7 @@ def member_required(view: F) -> F:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         citizen = current_citizen()
         assert citizen is not None  # noqa: S101 (citizen_required runs first)
-        lookup: PortalRequester = current_app.extensions.get(REQUESTER_EXTENSION, _nobody)
-        requester = lookup(get_session(), citizen.id)
+        requester = _requester_of(citizen.id)
         if requester is None:
             raise ForbiddenError(
                 _("Ces pages sont réservées aux observatoires et aux services de la ville.")
@@ -79,10 +85,7 @@ def _portal_context() -> dict[str, Any]:
 
     def acts_for_statistics() -> bool:
         citizen = current_citizen()
-        if citizen is None:
-            return False
-        lookup: PortalRequester = current_app.extensions.get(REQUESTER_EXTENSION, _nobody)
-        return lookup(get_session(), citizen.id) is not None
+        return citizen is not None and _requester_of(citizen.id) is not None
 
     return {"acts_for_statistics": acts_for_statistics, "rho_text": rho_text}
 
@@ -210,7 +213,7 @@ def _chart(found: service.Release, title: str) -> dict[str, Any]:
     words = _words()
     drawn = []
     for index, cell in enumerate(cells):
-        label = " · ".join(str(cell[k]) for k in ("time", "area", "category") if cell.get(k))
+        label = charts.cell_label(cell)
         drawn.append(
             {
                 "label": label,
@@ -238,7 +241,6 @@ def release(release_id: uuid.UUID) -> Response:
     session = get_session()
     found = service.get_release(session, release_id, g.requester)
     title = _("Statistique %(id)s (%(period)s)", id=str(found.id)[:8], period=found.period)
-    measure = found.result.get("measure")
     page = render_template(
         "anonymize/release.html",
         release=found,
@@ -247,8 +249,8 @@ def release(release_id: uuid.UUID) -> Response:
         mapped=_maps(found),
         measures=tables.measures(found.result),
         rows=tables.rows(found.result),
-        bin_rows=tables.bin_rows(found.result) if measure in ("histogram", "quantile") else [],
-        quantile_rows=tables.quantile_rows(found.result) if measure == "quantile" else [],
+        bin_rows=tables.bin_rows(found.result),
+        quantile_rows=tables.quantile_rows(found.result),
         budgets=service.budgets(session, g.requester),
         epsilon_at=service.epsilon_at,
     )

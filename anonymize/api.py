@@ -47,10 +47,8 @@ def _requester() -> service.Requester:
 @blp.arguments(ReleaseIn)
 @blp.response(201, ReleaseOut)
 @blp.alt_response(200, schema=ReleaseOut, description="The same request, served again free")
-def create_release(data: dict[str, Any]) -> Any:
+def create_release(spec: service.ReleaseSpec) -> Any:
     requester = _requester()
-    lists = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
-    spec = service.ReleaseSpec(dataset_id=data.pop("dataset"), **{**data, **lists})
     grants = current_app.extensions.get(GRANTS_EXTENSION, service.no_grants)
     with unit_of_work() as session:
         made, new = service.release(session, spec, requester, grants=grants)

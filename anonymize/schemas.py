@@ -5,7 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from anonymize import specs
 
@@ -106,6 +113,15 @@ class ReleaseIn(Schema):
             value = data.get(name)
             if value is not None and value > Decimal(100):
                 raise ValidationError("Must be at most 100.", field_name=name)
+
+    @post_load
+    def _spec(self, data: dict[str, Any], **_kwargs: Any) -> specs.ReleaseSpec:
+        """The spec itself: immutable, so its lists are tuples (its hash makes releases
+        idempotent)."""
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return specs.ReleaseSpec(dataset_id=values.pop("dataset"), **values)
 
 
 class ReleaseOut(Schema):

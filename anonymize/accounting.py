@@ -13,13 +13,13 @@ import uuid
 from decimal import Decimal
 from typing import cast
 
-from sqlalchemy import Insert, Table, delete, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, delete, literal, select
 from sqlalchemy.orm import Session
 
 from anonymize import pushdown
 from anonymize.models import RHO_PLACES, Contribution, StagedRecord
 from common.clock import utcnow
+from common.db import insert_or_merge
 
 
 def rho_units(rho: Decimal) -> int:
@@ -28,12 +28,6 @@ def rho_units(rho: Decimal) -> int:
     if units != units.to_integral_value():
         raise ValueError("a release's rho is rounded up to 1e-12 before it is counted")
     return int(units)
-
-
-def _upsert(session: Session) -> type[Insert]:
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(type[Insert], postgresql.Insert)
-    return cast(type[Insert], sqlite.Insert)
 
 
 def record(session: Session, grid: pushdown.Grid, *, period: str, rho: Decimal) -> int:
@@ -51,11 +45,11 @@ def record(session: Session, grid: pushdown.Grid, *, period: str, rho: Decimal) 
         literal(rho_units(rho), type_=columns.rho_units.type).label("rho_units"),
         literal(utcnow(), type_=columns.updated_at.type).label("updated_at"),
     ).distinct()
-    insert = _upsert(session)(table).from_select(
+    insert = insert_or_merge(session, table).from_select(
         ["subject_id", "period", "releases", "rho_units", "updated_at"], who
     )
-    excluded = insert.excluded  # type: ignore[attr-defined]
-    statement = insert.on_conflict_do_update(  # type: ignore[attr-defined]
+    excluded = insert.excluded
+    statement = insert.on_conflict_do_update(
         index_elements=["subject_id", "period"],
         set_={
             "releases": columns.releases + excluded.releases,

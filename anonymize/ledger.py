@@ -16,11 +16,11 @@ from typing import cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Insert, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from anonymize.models import BudgetAccount
 from common.clock import utcnow
+from common.db import insert_or_merge
 from common.errors import ConflictError
 
 POPULATION = "population"
@@ -74,11 +74,9 @@ def period_of(when: datetime, period: str) -> str:
 
 def _insert(session: Session) -> Insert:
     table = cast(Table, BudgetAccount.__table__)
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(
-            index_elements=["kind", "holder", "period"]
-        )
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["kind", "holder", "period"])
+    return insert_or_merge(session, table).on_conflict_do_nothing(
+        index_elements=["kind", "holder", "period"]
+    )
 
 
 def _lock(session: Session, key: AccountKey, cap: Decimal) -> BudgetAccount:

@@ -15,7 +15,18 @@ from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, Engine, Enum, MetaData, Uuid, create_engine, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Enum,
+    MetaData,
+    Table,
+    Uuid,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -168,3 +179,11 @@ def unit_of_work() -> Iterator[Session]:
         raise
     finally:
         session.info.pop("in_unit_of_work", None)
+
+
+def insert_or_merge(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT in the session's dialect, which both give ON CONFLICT (`on_conflict_do_nothing`,
+    `on_conflict_do_update`, `excluded`): PostgreSQL in production, SQLite embedded."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from audit import service as audit
 from broker.models import Dataset, DatasetAuth, FieldType, Health, Organisation, Role
 from broker.service import outbound
-from broker.service.organisations import LOOPBACK_HOSTS, SLUG, url_problem
+from broker.service.organisations import LOOPBACK_HOSTS, SLUG, called_url_problem
 from charter import service as charters
 from common.clock import utcnow
 from common.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -363,9 +363,7 @@ def _check(session: Session, holder: Organisation, data: Mapping[str, Any]) -> _
         ]
     fields, subject, time_field, personal = _schema(data.get("schema"), errors)
     endpoint = data.get("endpoint_url")
-    problem = url_problem(endpoint, what="endpoint URL", query=False) or (
-        outbound.registration_problem(str(endpoint), outbound.policy())
-    )
+    problem = called_url_problem(endpoint, what="endpoint URL", query=False)
     if problem:
         errors["endpoint_url"] = [problem]
     try:

@@ -56,6 +56,14 @@ def _coerce_role(role: Role | str, errors: dict[str, list[str]]) -> Role | None:
         return None
 
 
+def called_url_problem(uri: object, *, what: str, query: bool = True) -> str | None:
+    """`url_problem`, then for a URL Tiers itself will call (endpoints, resource URIs,
+    webhooks, not redirect URIs) the outbound rules: no private or reserved address."""
+    return url_problem(uri, what=what, query=query) or (
+        outbound.registration_problem(str(uri), outbound.policy())
+    )
+
+
 def url_problem(uri: object, *, what: str, query: bool = True) -> str | None:
     """Why `uri` is not an acceptable absolute https URL (http only on loopback), or None."""
     if not isinstance(uri, str) or not uri:
@@ -145,9 +153,7 @@ def _check_resource_uri(
 ) -> None:
     if uri is None:
         return
-    problem = url_problem(uri, what="resource URI", query=False) or (
-        outbound.registration_problem(uri, outbound.policy())
-    )
+    problem = called_url_problem(uri, what="resource URI", query=False)
     if problem:
         errors["resource_uri"] = [problem]
         return
@@ -160,9 +166,7 @@ def _check_webhook(url: str | None, errors: dict[str, list[str]]) -> None:
     """Where signed notices go: https, or http on the loopback only (the demo, tests)."""
     if url is None:
         return
-    problem = url_problem(url, what="webhook URL", query=True) or (
-        outbound.registration_problem(url, outbound.policy())
-    )
+    problem = called_url_problem(url, what="webhook URL")
     if problem:
         errors["webhook_url"] = [problem]
 

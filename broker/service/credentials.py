@@ -26,6 +26,7 @@ from common.errors import UnauthorizedError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300
+MAX_CLIENT_ID = 64  # oauth_client.client_id is String(64)
 
 
 def hash_value(value: str) -> str:
@@ -76,9 +77,14 @@ BASIC_CALLER = (
 )
 
 
+def plausible_client_id(client_id: str) -> bool:
+    """Worth a query: not empty, and no longer than any client_id Tiers issues."""
+    return bool(client_id) and len(client_id) <= MAX_CLIENT_ID
+
+
 def authenticate_basic(session: Session, client_id: str, secret: str) -> Caller | None:
     """client_secret_basic in one query (Core on the session's connection: no ORM layer)."""
-    if not client_id or len(client_id) > 64:
+    if not plausible_client_id(client_id):
         return basic_caller(None, client_id, secret)
     row = session.connection().execute(BASIC_CALLER, {"client_id": client_id}).one_or_none()
     return basic_caller(row, client_id, secret)

@@ -32,7 +32,13 @@ from broker.models import (
     TokenKind,
 )
 from broker.service import scopes
-from broker.service.credentials import BASIC_CALLER, Caller, basic_caller, hash_value
+from broker.service.credentials import (
+    BASIC_CALLER,
+    Caller,
+    basic_caller,
+    hash_value,
+    plausible_client_id,
+)
 from common import jose
 from common.clock import as_utc, utcnow
 from common.keyring import Keyring, sign
@@ -494,7 +500,7 @@ def introspect_basic(
     used for a caller that failed."""
     token_hash = _token_hash(value) or ""  # "" matches no token: the caller is still read
     row = None
-    if client_id and len(client_id) <= 64:
+    if plausible_client_id(client_id):
         row = (
             session.connection()
             .execute(_BASIC_CALLER_AND_TOKEN, {"client_id": client_id, "token_hash": token_hash})

@@ -11,6 +11,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 _INSTANCE = tempfile.mkdtemp(prefix="tiers-test-instance-")
@@ -316,3 +317,19 @@ def oauth_headers(arranging_app: Flask, session: Session, make_client: Any) -> A
         return {"Authorization": f"Bearer {body['access_token']}"}
 
     return make
+
+
+@contextmanager
+def sql_statements(bind: Engine | Connection) -> Iterator[list[str]]:
+    """Every SQL statement sent through `bind` (an engine, or the test's connection) inside
+    the block, its whitespace folded: for tests that bound how many statements a path takes."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(bind, "before_cursor_execute", record)

@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from anonymize import service
 from anonymize.models import Contribution, StagedRecord
 from anonymize.service import Contributions, Record, contributions, erase_subject
 from common.clock import utcnow
 from tests.anonymize.conftest import spec
+from tests.conftest import sql_statements
 
 URL = "/api/v1/releases"
 JAN = datetime(2026, 1, 10, tzinfo=UTC)
@@ -77,17 +78,9 @@ def test_citizens_are_counted_in_one_statement_whatever_their_number(
     client, observatory, stage, session, engine
 ):
     staged = stage(citizens=300)
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "dp_contribution" in statement and statement.lstrip().upper().startswith("INSERT"):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with sql_statements(engine) as seen:
         made = client.post(URL, json=spec(staged), headers=observatory)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    statements = [s for s in seen if "dp_contribution" in s and s.upper().startswith("INSERT")]
     assert made.status_code == 201, made.get_json()
     assert len(statements) == 1
     session.expire_all()

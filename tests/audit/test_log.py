@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, event, func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,7 @@ from common.db import make_engine
 from common.errors import InvalidInputError, ServiceUnavailableError
 from common.settings import derived_key, keyed_tag
 from consent import accounts
-from tests.conftest import PASSWORD, database_url
+from tests.conftest import PASSWORD, database_url, sql_statements
 
 # -- RFC 9162 §2.1, written from the text (no audit.merkle) ------------------------------------
 
@@ -467,17 +467,9 @@ def test_out_of_range_proofs_are_refused_field_by_field(session):
 def test_a_proof_reads_a_logarithmic_number_of_nodes(session, connection: Connection):
     append_some(session, 300)
     seal(session)
-    reads: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "merkle_node" in statement:
-            reads.append(statement)
-
-    event.listen(connection, "before_cursor_execute", count)
-    try:
+    with sql_statements(connection) as seen:
         proof = audit.inclusion(session, 123, 300)
-    finally:
-        event.remove(connection, "before_cursor_execute", count)
+    reads = [s for s in seen if "merkle_node" in s]
     assert len(reads) == 1  # every node it needs, in one query
     assert len(proof.proof) <= 2 * 9
 

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event
-
 from charter import document
 from charter import service as charters
 from charter.notice import notice_hash
-from tests.conftest import CHARTER, CHARTER_V2
-
-
-def _count_statements(session):
-    statements: list[str] = []
-
-    def count(_conn, _cursor, statement, *_args):
-        statements.append(statement)
-
-    engine = session.get_bind().engine
-    event.listen(engine, "before_cursor_execute", count)
-    return statements, lambda: event.remove(engine, "before_cursor_execute", count)
+from tests.conftest import CHARTER, CHARTER_V2, sql_statements
 
 
 def test_a_newly_published_version_is_in_force_at_once(session, charter):
@@ -40,11 +27,8 @@ def test_reading_the_current_charter_again_is_one_query_and_no_parsing(
         raise AssertionError("the charter in force was parsed again")
 
     monkeypatch.setattr(document, "parse", no_parse)
-    statements, stop = _count_statements(session)
-    try:
+    with sql_statements(session.get_bind().engine) as statements:
         again = charters.current(session)
-    finally:
-        stop()
     assert again.doc is first.doc
     assert len(statements) == 1
     assert "charter_version" in statements[0]

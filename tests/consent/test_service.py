@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from common.errors import ConflictError, InvalidInputError, NotFoundError
 from common.outbox import OutboxMessage
 from consent import service
 from consent.models import Consent, ConsentEvent, ConsentStatus, EventType
-from tests.conftest import CHARTER_V2
+from tests.conftest import CHARTER_V2, sql_statements
 
 
 def give(
@@ -290,17 +290,10 @@ def test_a_new_consent_is_in_the_session_as_if_loaded_and_its_history_goes_on(se
 def test_giving_a_consent_takes_a_bounded_number_of_statements(session, charter):
     charters.current(session)  # the charter in force, parsed and cached by an earlier request
     first = give(session, charter, purpose_id="energy-observatory")  # their audit keys exist
-    statements: list[str] = []
-
-    def counted(_conn, _cursor, statement, *_args):
-        statements.append(statement.split(None, 1)[0].upper())
-
     engine = session.get_bind().engine
-    event.listen(engine, "before_cursor_execute", counted)
-    try:
+    with sql_statements(engine) as seen:
         give(session, charter, subject_id=first.subject_id)
-    finally:
-        event.remove(engine, "before_cursor_execute", counted)
+    statements = [s.split(None, 1)[0].upper() for s in seen]
     # charter id, audit lock, audit append (one statement on PostgreSQL, three on SQLite),
     # outbox, consent, event
     assert len(statements) == (6 if engine.dialect.name == "postgresql" else 8), statements

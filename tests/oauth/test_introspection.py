@@ -15,14 +15,14 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask.testing import FlaskClient
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEntry
 from broker.service import tokens
 from common.clock import utcnow
 from common.keyring import app_keyring
-from tests.conftest import ISSUER, SignedIn
+from tests.conftest import ISSUER, SignedIn, sql_statements
 from tests.oauth.helpers import code_flow
 
 API = "https://holder.example.org/api"
@@ -61,14 +61,8 @@ def _events(session: Session, event_name: str) -> list[AuditEntry]:
 @pytest.fixture
 def statements(connection: Connection) -> Iterator[list[str]]:
     """Every SQL statement sent on the test's connection while the fixture is active."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    event.listen(connection, "before_cursor_execute", record)
-    yield seen
-    event.remove(connection, "before_cursor_execute", record)
+    with sql_statements(connection) as seen:
+        yield seen
 
 
 def _reads_and_writes(seen: list[str]) -> tuple[list[str], list[str]]:

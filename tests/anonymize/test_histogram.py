@@ -17,12 +17,10 @@ from hypothesis import strategies as st
 from anonymize import pushdown, results
 from anonymize.service import Record, stage_records
 from tests.anonymize.conftest import (
-    DISTRICTS,
     PURPOSE,
     RECIPIENT,
     make_grid,
     make_profile,
-    synthetic,
 )
 
 AREAS = ("A", "B", "C")
@@ -91,25 +89,6 @@ def test_values_fall_in_their_bin_and_beyond_the_edges_in_the_outer_ones(session
     for exact in (pushdown.aggregate_sql(session, g), pushdown.aggregate_pandas(session, g)):
         assert exact.histogram == expected
         assert exact.counts == [6, 0, 0]
-
-
-def test_the_sql_template_and_pandas_chunks_agree_on_histograms(session, charter):
-    profile = make_profile()
-    records = synthetic(300, districts=DISTRICTS[:5])
-    stage_records(session, profile, PURPOSE, records, retention_days=30, recipient=RECIPIENT)
-    g = grid(
-        dataset_id=profile.dataset_id,
-        areas=DISTRICTS[:5],
-        categories=("electric", "gas", "other"),
-        upper=400_000,
-        max_cells=2,
-        edges=(0, 50_000, 100_000, 200_000, 400_000),
-    )
-    by_sql = pushdown.aggregate_sql(session, g)
-    by_pandas = pushdown.aggregate_pandas(session, g, chunk_rows=97)  # citizens cross chunks
-    assert by_sql == by_pandas
-    assert by_sql.histogram is not None
-    assert sum(by_sql.histogram) == 300 * 2
 
 
 def test_truncation_keeps_cells_in_the_grids_key_order_on_both_paths(session, charter):

@@ -101,7 +101,9 @@ def test_a_citizen_counts_once_per_cell_clamped_and_in_at_most_max_cells(session
         assert exact.sums == [60, 0, 0, 100, 0, 0, 0, 0, 0]
 
 
-def test_the_sql_template_and_pandas_chunks_agree(session, charter):
+@pytest.mark.parametrize("edges", [None, (0, 50_000, 100_000, 200_000, 400_000)])
+def test_the_sql_template_and_pandas_chunks_agree(session, charter, edges):
+    """Sums and counts, and histograms when the grid has bins."""
     profile = make_profile()
     records = synthetic(300, districts=DISTRICTS[:5])
     stage_records(session, profile, PURPOSE, records, retention_days=30, recipient=RECIPIENT)
@@ -111,12 +113,17 @@ def test_the_sql_template_and_pandas_chunks_agree(session, charter):
         categories=("electric", "gas", "other"),
         upper=400_000,
         max_cells=2,
+        edges=edges,
     )
     by_sql = pushdown.aggregate_sql(session, g)
     by_pandas = pushdown.aggregate_pandas(session, g, chunk_rows=97)  # citizens cross chunks
     assert by_sql == by_pandas
-    assert sum(by_sql.counts) == 300 * 2  # everyone touches 3 months, kept to 2 cells
     assert by_pandas == pushdown.aggregate(session, g)
+    if edges is None:
+        assert sum(by_sql.counts) == 300 * 2  # everyone touches 3 months, kept to 2 cells
+    else:
+        assert by_sql.histogram is not None
+        assert sum(by_sql.histogram) == 300 * 2
 
 
 def test_values_are_staged_as_integer_fixed_point(session, charter):

@@ -74,7 +74,8 @@ def test_a_cells_small_histogram_has_a_bar_and_an_error_bar_per_bin(histogram_re
             f"{maps.number(high)})"
         )
         heights = float(bar.find(f"{NS}rect").get("height"))
-        assert heights > 0
+        # The counts are noisy: a bin may come out at exactly 0 (no bar) or below (drawn down).
+        assert (heights > 0) == (found["value"] != 0)
     taller = max(range(2), key=lambda i: cell["histogram"][i]["value"])
     rects = [float(b.find(f"{NS}rect").get("height")) for b in bars]
     assert rects[taller] == max(rects)

@@ -13,15 +13,15 @@ import uuid
 from typing import Any
 
 from flask import Response, current_app
-from flask_smorest import Blueprint
 
 from anonymize import charts, service
 from anonymize.schemas import BudgetsOut, ReleaseIn, ReleaseOut
 from common.auth import current_token, require_oauth
 from common.db import get_session, unit_of_work
 from common.errors import ForbiddenError
+from common.http import ApiBlueprint
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "releases",
     __name__,
     url_prefix="/api/v1",

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Response, current_app
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from audit import service
@@ -25,8 +24,9 @@ from audit.service import browse
 from common.auth import public, require_oauth
 from common.db import get_session
 from common.errors import InvalidInputError, NotFoundError
+from common.http import ApiBlueprint
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "audit", __name__, url_prefix="/api/v1/audit", description="The tamper-evident access log"
 )
 

@@ -229,6 +229,13 @@ def main() -> int:
         action="store_true",
         help="no CELERY_BROKER_URL: the integrator runs inside every request (tests, the demo)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="directory: each gunicorn worker writes a cProfile of its CPU time there "
+        "(figures are then slower; read them with python -m pstats)",
+    )
     args = parser.parse_args()
     if not (args.seconds > 0 and 0 <= args.warmup <= 60 and 1 <= args.clients <= 256):
         parser.error("--seconds > 0, --warmup in [0, 60], --clients in [1, 256]")
@@ -273,7 +280,7 @@ def main() -> int:
         app = create_app()
         authorization, reuser_id, resource_uri = prepare(app)
         log = Path(instance) / "gunicorn.log"
-        server = start_gunicorn(args.workers, port, env, log)
+        server = start_gunicorn(args.workers, port, env, log, args.profile)
         wait_healthy(server, port, log)
         print(
             f"prepared in {time.perf_counter() - started:.1f} s: a holder introspecting a "

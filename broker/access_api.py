@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Response, jsonify, stream_with_context
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema
 
 from audit import service as audit
@@ -30,12 +29,13 @@ from broker.service import access, gateway, notices
 from common.auth import current_token, require_oauth
 from common.db import get_session, unit_of_work
 from common.errors import DomainError, ForbiddenError
+from common.http import ApiBlueprint
 from common.settings import setting
 from common.tasks import celery_app
 
 log = logging.getLogger(__name__)
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "access",
     __name__,
     url_prefix="/api/v1",

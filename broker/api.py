@@ -11,7 +11,6 @@ from functools import wraps
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
-from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
 from broker.models import Dataset, OAuthClient, Organisation
@@ -39,10 +38,10 @@ from broker.service import clients, datasets, organisations
 from common.auth import current_token, public, require_oauth
 from common.db import get_session, unit_of_work
 from common.errors import ForbiddenError, InvalidInputError, InvalidTokenError
-from common.http import jsonld_response
+from common.http import ApiBlueprint, jsonld_response
 from common.keyring import app_keyring
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "service",
     __name__,
     url_prefix="/",
@@ -50,7 +49,7 @@ blp = Blueprint(
 )
 # RFC 7591 registration: a POST without cookies, so it lives on its own blueprint that the
 # composition root exempts from CSRF (broker/app.py).
-register_blp = Blueprint(
+register_blp = ApiBlueprint(
     "registration",
     __name__,
     url_prefix="/oauth",
@@ -275,7 +274,7 @@ def register_client(metadata: dict[str, Any]) -> Any:
 # Registered by broker/app.py. Holders call with their client_credentials token
 # (`datasets:write`); the catalog is public.
 
-datasets_blp = Blueprint(
+datasets_blp = ApiBlueprint(
     "datasets",
     __name__,
     url_prefix="/api/v1",

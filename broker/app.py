@@ -42,7 +42,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from consent import tasks as _consent_tasks  # noqa: F401
     from consent import views as consent_views
 
-    auth.set_resolver(app, consent_views.identity_resolver(app))
+    auth.set_resolver(app, consent_views.identity_resolver())
     auth.set_token_validator(app, oauth.validate_access)
     oauth.init_app(app, csrf)
     csrf.exempt(broker_api.register_blp)  # RFC 7591: a bearer initial access token, no cookie

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app
-from flask_smorest import Blueprint
 
 from charter import service
 from charter.notice import notice_hash
 from charter.schemas import CharterOut, CharterVersionSummaryOut
 from common.auth import public
 from common.db import get_session
-from common.http import jsonld_response
+from common.http import ApiBlueprint, jsonld_response
 
-blp = Blueprint("charter", __name__, url_prefix="/api/v1/charter", description="The charter")
+blp = ApiBlueprint("charter", __name__, url_prefix="/api/v1/charter", description="The charter")
 
 
 def _out(charter: service.Charter) -> dict[str, Any]:

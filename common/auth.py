@@ -70,8 +70,8 @@ MAX_AUTHORIZATION_BYTES = 8192 + 16
 def set_resolver(app: Any, resolver: Resolver) -> None:
     """Install the function that maps a session token to a citizen (broker/app.py does).
 
-    The citizen is resolved before the view opens its own session: on SQLite, a second
-    connection opened while the first holds the write lock would wait for itself.
+    The citizen is resolved before the view runs, in the request's own database session
+    (`common.db.get_session`), which the view's unit of work then goes on with.
     """
     app.extensions["auth.resolver"] = resolver
     app.before_request(_resolve_early)

@@ -120,8 +120,8 @@ def make_engine(url: str) -> Engine:
 def _ping_when_idle(engine: Engine, idle: float) -> None:
     """`pool_pre_ping`, for connections that sat in the pool more than `idle` seconds only.
 
-    A request checks a connection out twice (the citizen's session, then its unit of work),
-    and a ping is a round trip each time; a connection handed back a moment ago is alive.
+    A ping is a round trip on every checkout, and a busy server checks connections out many
+    times a second; a connection handed back a moment ago is alive.
     A dead one (the database restarted) is replaced before use, as pre-ping would; one that
     died within the last `idle` seconds fails its request, and that disconnect error makes
     SQLAlchemy drop the whole pool, so the next requests reconnect.

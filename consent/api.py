@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 from flask import Response
-from flask_smorest import Blueprint
 from flask_wtf.csrf import generate_csrf
 
 from common.auth import (
@@ -19,7 +18,7 @@ from common.auth import (
     visible_recipients,
 )
 from common.db import get_session, unit_of_work
-from common.http import jsonld_response
+from common.http import ApiBlueprint, jsonld_response
 from consent import service
 from consent.models import Consent
 from consent.schemas import (
@@ -31,7 +30,7 @@ from consent.schemas import (
     SessionOut,
 )
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "consents", __name__, url_prefix="/api/v1", description="A citizen's consents and receipts"
 )
 

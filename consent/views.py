@@ -10,7 +10,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    Flask,
     Response,
     current_app,
     flash,
@@ -59,16 +58,19 @@ def _session_policy() -> accounts.SessionPolicy:
     )
 
 
-def identity_resolver(app: Flask) -> Callable[[str], CitizenIdentity | None]:
-    """Session token -> citizen, in a short transaction of its own (it slides the idle
-    timeout even on pages that write nothing)."""
+def identity_resolver() -> Callable[[str], CitizenIdentity | None]:
+    """Session token -> citizen, read in the request's own session: the view that follows
+    goes on in the same transaction, and a write commits once. A read that slid the idle
+    timeout commits at once, so pages that write nothing keep the citizen signed in."""
 
     def resolve(token: str) -> CitizenIdentity | None:
-        with app.extensions["db.sessionmaker"]() as session, session.begin():
-            citizen = accounts.resolve_session(session, token, policy=_session_policy())
-            if citizen is None:
-                return None
-            return CitizenIdentity(citizen.id, citizen.subject_id, citizen.email, citizen.language)
+        session = get_session()
+        live = accounts.resolve_session(session, token, policy=_session_policy())
+        if live is None:
+            return None
+        if live.slid:
+            session.commit()
+        return CitizenIdentity(live.citizen_id, live.subject_id, live.email, live.language)
 
     return resolve
 

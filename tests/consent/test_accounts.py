@@ -89,24 +89,28 @@ def test_sessions_expire_when_idle_and_after_their_maximum_age(session, app):
     start = utcnow()
     with frozen(start) as move_to:
         token = accounts.start_session(session, citizen, policy=POLICY)
+        session.flush()  # as its request's commit would
         move_to(start + timedelta(minutes=29))
-        assert accounts.resolve_session(session, token, policy=POLICY) is citizen
+        assert accounts.resolve_session(session, token, policy=POLICY).citizen_id == citizen.id
         move_to(start + timedelta(minutes=29 + 31))
         assert accounts.resolve_session(session, token, policy=POLICY) is None
         fresh = accounts.start_session(session, citizen, policy=POLICY)
+        session.flush()
         for minutes in range(25, 13 * 60, 25):  # active all day: the absolute limit still ends it
             move_to(start + timedelta(minutes=60 + minutes))
             alive = accounts.resolve_session(session, fresh, policy=POLICY)
             if minutes >= 12 * 60:
                 assert alive is None
                 break
-            assert alive is citizen
+            assert alive is not None
+            assert alive.citizen_id == citizen.id
 
 
 def test_sign_out_ends_the_session_on_the_server(session, app):
     citizen = accounts.sign_up(session, email="a@example.org", password=PASSWORD)
     token = accounts.start_session(session, citizen, policy=POLICY)
     accounts.end_session(session, token)
+    session.flush()
     assert accounts.resolve_session(session, token, policy=POLICY) is None
     assert accounts.resolve_session(session, "forged-token", policy=POLICY) is None
 
@@ -118,3 +122,13 @@ def test_no_email_is_stored_outside_the_account_table(session, app):
         for row in session.scalars(select(model)).all():
             assert "unique-marker" not in repr(row.__dict__)
     assert session.scalar(select(func.count()).select_from(Citizen)) == 1
+
+
+def test_requests_that_write_nothing_still_slide_the_idle_timeout(citizen):
+    start = utcnow()
+    with frozen(start) as move_to:
+        for minutes in (20, 40, 60):  # 20 minutes apart: under the 30-minute idle limit
+            move_to(start + timedelta(minutes=minutes))
+            assert citizen.client.get("/api/v1/me").status_code == 200
+        move_to(start + timedelta(minutes=60 + 31))
+        assert citizen.client.get("/api/v1/me").status_code == 401

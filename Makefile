@@ -83,6 +83,7 @@ demo: install translations
 bench: install services
 	$(BIN)/python bench/consent_writes.py
 	$(BIN)/python bench/introspection.py
+	$(BIN)/python bench/instructions.py
 	$(BIN)/python bench/audit_log.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/revocation.py

@@ -15,13 +15,14 @@ import json
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
 import rfc8785
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Insert, Table, Update, bindparam, insert, select, update
+from sqlalchemy import Insert, Select, Table, Update, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -116,6 +117,50 @@ def _chained_append(with_detail: bool) -> Update:
 
 
 _CHAINED_APPEND = {True: _chained_append(True), False: _chained_append(False)}
+
+
+def _swap_append(with_detail: bool) -> Select[int]:
+    """PostgreSQL, when this process knows the end of the subject's chain: move the end from
+    `b_expected` to the new leaf only if it is still there and the subject's keys are the same,
+    and insert the entry (and its detail) only if it moved. One round trip, no lock read
+    first; the UPDATE locks the row until commit, so the chain cannot fork. Answers 1 when
+    the entry was written, 0 when the chain had moved on (the caller then locks and reads)."""
+    chain = (
+        update(_SUBJECT)
+        .where(
+            _SUBJECT.c.lookup == bindparam("b_lookup"),
+            _SUBJECT.c.tag == bindparam("b_tag"),
+            _SUBJECT.c.last_leaf_hash.is_not_distinct_from(
+                bindparam("b_expected", type_=_SUBJECT.c.last_leaf_hash.type)
+            ),
+        )
+        .values(last_leaf_hash=bindparam("b_last"))
+        .returning(_SUBJECT.c.lookup)
+        .cte("chain")
+    )
+    values = [sa.cast(bindparam(name), _ENTRY.c[name].type) for name in _ENTRY_FIELDS]
+    entry = insert(_ENTRY).from_select(list(_ENTRY_FIELDS), select(*values).select_from(chain))
+    statement = select(func.count()).select_from(chain).add_cte(entry.cte("new_entry"))
+    if with_detail:
+        detail = insert(_DETAIL).from_select(
+            ["entry_id", "encrypted", "body"],
+            select(
+                sa.cast(bindparam("id"), _DETAIL.c.entry_id.type),
+                sa.cast(bindparam("d_encrypted"), _DETAIL.c.encrypted.type),
+                sa.cast(bindparam("d_body"), _DETAIL.c.body.type),
+            ).select_from(chain),
+        )
+        statement = statement.add_cte(detail.cte("new_detail"))
+    return statement
+
+
+_SWAP_APPEND = {True: _swap_append(True), False: _swap_append(False)}
+# The end of each subject's chain as this process last wrote it (PostgreSQL only): the next
+# append about them tries `_SWAP_APPEND` first. Wrapped keys only, never clear ones. A stale
+# entry (another process appended, a transaction rolled back, an erasure) only costs the
+# fallback: the swap finds the chain moved and the append locks and reads, as without it.
+_ENDS: dict[str, _Keys] = {}
+MAX_KNOWN_ENDS = 10_000  # cleared when full: a bound, not a policy
 _ERASE = (
     update(_SUBJECT)
     .where(_SUBJECT.c.lookup == bindparam("b_lookup"))
@@ -189,19 +234,22 @@ def append(
         body = rfc8785.dumps(dict(detail))
         if len(body) > MAX_DETAIL_BYTES:
             raise ValueError("audit detail is bounded; put large data elsewhere")
-    keys = _lock_subject(session, subject_id) if subject_id is not None else None
-    return _write(
-        session,
-        keys,
-        event=event,
-        actor=actor,
-        purpose=purpose,
-        consent_id=consent_id,
-        decision=decision,
-        reason=reason,
-        body=body,
-        request_hash=request_hash,
-    )
+    what: dict[str, Any] = {"event": event, "actor": actor, "purpose": purpose}
+    what |= {"consent_id": consent_id, "decision": decision, "reason": reason}
+    what |= {"body": body, "request_hash": request_hash}
+    if subject_id is None:
+        written = _write(session, None, **what)
+        assert written is not None  # noqa: S101 (no chain: nothing to swap)
+        return written
+    lookup = keyed_tag(LOOKUP_PURPOSE, str(subject_id))
+    known = _ENDS.get(lookup) if session.connection().dialect.name == "postgresql" else None
+    if known is not None:
+        written = _write(session, replace(known), swap=True, **what)
+        if written is not None:
+            return written
+    written = _write(session, _lock_subject(session, lookup, subject_id), **what)
+    assert written is not None  # noqa: S101 (a locked chain is always written)
+    return written
 
 
 def _write(
@@ -216,7 +264,10 @@ def _write(
     reason: str | None,
     body: bytes | None,
     request_hash: str | None,
-) -> uuid.UUID:
+    swap: bool = False,
+) -> uuid.UUID | None:
+    """Write the leaf; with `swap`, only if `keys.last` is still the end of the chain (None
+    otherwise, and nothing written)."""
     entry_id = uuid.uuid4()
     # Read after the subject's lock: a citizen's chain and their entries' times agree.
     now = utcnow()
@@ -276,8 +327,20 @@ def _write(
             "b_last": leaf_hash,
         }
     if chain is not None and connection.dialect.name == "postgresql":
+        assert keys is not None  # noqa: S101 (a chain has keys)
         detail = {} if stored is None else {"d_encrypted": True, "d_body": stored}
-        connection.execute(_CHAINED_APPEND[stored is not None], entry | detail | chain)
+        if swap:
+            moved = connection.execute(
+                _SWAP_APPEND[stored is not None], entry | detail | chain | {"b_expected": keys.last}
+            ).scalar_one()
+            if not moved:
+                _ENDS.pop(keys.lookup, None)
+                return None
+        else:
+            connection.execute(_CHAINED_APPEND[stored is not None], entry | detail | chain)
+        if len(_ENDS) >= MAX_KNOWN_ENDS:
+            _ENDS.clear()
+        _ENDS[keys.lookup] = replace(keys, last=leaf_hash)
     else:
         connection.execute(_INSERT_ENTRY, entry)
         if stored is not None:
@@ -293,13 +356,12 @@ def _write(
     return entry_id
 
 
-def _lock_subject(session: Session, subject_id: uuid.UUID) -> _Keys:
+def _lock_subject(session: Session, lookup: str, subject_id: uuid.UUID) -> _Keys:
     """The subject's keys and chain end, row locked until commit; created on first use.
 
     An erased subject who appears again gets new keys and a new chain: the old tag stays
     unlinkable, since nothing connects the two.
     """
-    lookup = keyed_tag(LOOKUP_PURPOSE, str(subject_id))
     connection = session.connection()
     row = connection.execute(_LOCK_SUBJECT, {"lookup": lookup}).first()
     if row is None:
@@ -392,6 +454,7 @@ def erase_subject(session: Session, subject_id: uuid.UUID, *, actor: str = "syst
         request_hash=None,
     )
     session.connection().execute(_ERASE, {"b_lookup": lookup, "b_at": utcnow()})
+    _ENDS.pop(lookup, None)
     return True
 
 

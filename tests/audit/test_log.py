@@ -329,6 +329,50 @@ def test_each_citizen_has_a_chain_of_their_own_under_a_tag_of_their_own(session)
     assert row.tag != keyed_tag("audit-subject", str(alice))  # not the global tag of old
 
 
+def _postgresql_only(session: Session) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("the known chain end is PostgreSQL's path (SQLite always locks and reads)")
+
+
+def test_a_chain_end_this_process_knows_is_checked_never_trusted(session):
+    _postgresql_only(session)
+    alice = uuid.uuid4()
+    lookup = keyed_tag(leaves_module.LOOKUP_PURPOSE, str(alice))
+    a1 = audit.append(session, event="t:a", actor="t", subject_id=alice)
+    stale = leaves_module._ENDS[lookup]
+    a2 = audit.append(session, event="t:a", actor="t", subject_id=alice, detail={"n": 2})
+    leaves_module._ENDS[lookup] = stale  # as another process, which last saw a1, knows it
+    a3 = audit.append(session, event="t:a", actor="t", subject_id=alice, detail={"n": 3})
+
+    assert json.loads(entry(session, a2).leaf)["prev"] == entry(session, a1).leaf_hash.hex()
+    assert json.loads(entry(session, a3).leaf)["prev"] == entry(session, a2).leaf_hash.hex()
+    row = session.get(AuditSubject, lookup)
+    assert row is not None
+    session.refresh(row)
+    assert row.last_leaf_hash == entry(session, a3).leaf_hash
+    # The refused attempt wrote nothing: three entries, three details.
+    mine = audit.entries_for_subject(session, alice)
+    assert [e.id for e in mine] == [a1, a2, a3]
+    assert [e.detail for e in mine] == [None, {"n": 2}, {"n": 3}]
+
+
+def test_a_chain_end_known_from_before_an_erasure_is_not_used(session):
+    _postgresql_only(session)
+    alice = uuid.uuid4()
+    lookup = keyed_tag(leaves_module.LOOKUP_PURPOSE, str(alice))
+    audit.append(session, event="t:a", actor="t", subject_id=alice)
+    old_tag = audit.subject_tag(session, alice)
+    stale = leaves_module._ENDS[lookup]
+    assert audit.erase_subject(session, alice) is True
+    leaves_module._ENDS[lookup] = stale  # another process saw the chain before the erasure
+
+    again = audit.append(session, event="t:a", actor="t", subject_id=alice)
+
+    assert json.loads(entry(session, again).leaf)["prev"] is None
+    assert entry(session, again).subject_tag not in (None, old_tag)
+    assert [e.id for e in audit.entries_for_subject(session, alice)] == [again]
+
+
 # -- the integrator and checkpoints ----------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Insert, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 
@@ -184,15 +184,20 @@ def give(session: Session, command: GiveConsent) -> Consent:
 def _insert_new(session: Session, consent: Consent) -> None:
     """Write a new consent and its first event, then put both in the session as if loaded.
 
-    Two Core INSERTs do what the flush of the two new objects would, without the unit of
-    work's overhead (it was the largest single cost of giving a consent). The partial unique
+    Two Core INSERTs (one statement on PostgreSQL) do what the flush of the two new objects
+    would, without the unit of work's overhead (it was the largest single cost of giving a
+    consent). The partial unique
     index decides races between two consents in force, as in `_flush_in_force`.
     """
     (first,) = consent.events
     connection = session.connection()
     try:
-        connection.execute(_INSERT_CONSENT, _column_values(consent))
-        connection.execute(_INSERT_EVENT, _column_values(first))
+        if connection.dialect.name == "postgresql":
+            values = _column_values(consent, "c_") | _column_values(first, "e_")
+            connection.execute(_INSERT_BOTH, values)
+        else:
+            connection.execute(_INSERT_CONSENT, _column_values(consent))
+            connection.execute(_INSERT_EVENT, _column_values(first))
     except IntegrityError as exc:
         raise ConflictError(
             "A consent for this purpose, recipient and mode is already in force; renew it."
@@ -211,8 +216,23 @@ _COLUMNS = {
 }
 
 
-def _column_values(instance: Consent | ConsentEvent) -> dict[str, Any]:
-    return {column: getattr(instance, key) for key, column in _COLUMNS[type(instance)]}
+def _both_at_once() -> Insert:
+    """PostgreSQL: the consent and its first event in one statement (a data-modifying CTE);
+    the event's foreign key is checked at the end of the statement, when the consent exists."""
+    consent, event = cast(Table, Consent.__table__), cast(Table, ConsentEvent.__table__)
+
+    def values(table: Table, prefix: str) -> dict[str, Any]:
+        return {c.key: bindparam(prefix + c.key, type_=c.type) for c in table.columns}
+
+    new_consent = insert(consent).values(values(consent, "c_")).cte("new_consent")
+    return insert(event).values(values(event, "e_")).add_cte(new_consent)
+
+
+_INSERT_BOTH = _both_at_once()
+
+
+def _column_values(instance: Consent | ConsentEvent, prefix: str = "") -> dict[str, Any]:
+    return {prefix + column: getattr(instance, key) for key, column in _COLUMNS[type(instance)]}
 
 
 def _flush_in_force(session: Session) -> None:

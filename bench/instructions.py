@@ -15,7 +15,7 @@ at most four bare requests; introspection ≥ 0.5, at most two) are read against
 
     .venv/bin/python bench/instructions.py [--requests 100]
 
-Re-runs itself under `valgrind --tool=callgrind --instr-atstart=no` (about two minutes) and
+Re-runs itself under `valgrind --tool=callgrind --instr-atstart=no` (about 70 s) and
 switches counting on around each measured phase only. Exit code 0 whatever the figures; 1 when
 the bench cannot run (no valgrind, no PostgreSQL). See bench/README.md.
 """
@@ -162,7 +162,7 @@ def inner(directory: Path, requests: int) -> None:
     def introspect(i: int) -> bool:
         reply = client.post(
             "/oauth/introspect",
-            data={"token": live[i % 50]},
+            data={"token": live[i % len(live)]},
             headers={"Authorization": authorization},
         )
         return bool(reply.get_json()["active"])

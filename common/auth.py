@@ -84,6 +84,7 @@ def _resolve_early() -> None:
 def current_citizen() -> CitizenIdentity | None:
     """The citizen of this request's live session, or None (resolved once per request)."""
     if "citizen" not in g:
+        g.citizen = None  # if the lookup fails, the error page renders for no one signed in
         token = session.get("sid")
         resolver: Resolver = current_app.extensions["auth.resolver"]
         g.citizen = resolver(token) if isinstance(token, str) else None

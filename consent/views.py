@@ -21,6 +21,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from marshmallow import Schema, fields
+from sqlalchemy.exc import SQLAlchemyError
 
 from charter import service as charters
 from charter.document import terms_hash
@@ -65,11 +66,15 @@ def identity_resolver() -> Callable[[str], CitizenIdentity | None]:
 
     def resolve(token: str) -> CitizenIdentity | None:
         session = get_session()
-        live = accounts.resolve_session(session, token, policy=_session_policy())
+        try:
+            live = accounts.resolve_session(session, token, policy=_session_policy())
+            if live is not None and live.slid:
+                session.commit()
+        except SQLAlchemyError:
+            session.rollback()  # the error page may still read, on a fresh transaction
+            raise
         if live is None:
             return None
-        if live.slid:
-            session.commit()
         return CitizenIdentity(live.citizen_id, live.subject_id, live.email, live.language)
 
     return resolve

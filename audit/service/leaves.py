@@ -13,8 +13,11 @@ import hashlib
 import hmac
 import json
 import os
+import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
@@ -155,12 +158,53 @@ def _swap_append(with_detail: bool) -> Select[int]:
 
 
 _SWAP_APPEND = {True: _swap_append(True), False: _swap_append(False)}
-# The end of each subject's chain as this process last wrote it (PostgreSQL only): the next
-# append about them tries `_SWAP_APPEND` first. Wrapped keys only, never clear ones. A stale
-# entry (another process appended, a transaction rolled back, an erasure) only costs the
-# fallback: the swap finds the chain moved and the append locks and reads, as without it.
-_ENDS: dict[str, _Keys] = {}
-MAX_KNOWN_ENDS = 10_000  # cleared when full: a bound, not a policy
+
+
+class _KnownEnds:
+    """The end of each subject's chain as this process last wrote it (PostgreSQL only): the
+    next append about them tries `_SWAP_APPEND` first.
+
+    A stale end (another process appended, a transaction rolled back, an erasure) only costs
+    the fallback: the swap finds the chain moved, and the append locks and reads as without
+    it. What is kept holds the subject's keys, still wrapped. So an erasure in another
+    process leaves no copy behind for long: ends are forgotten `KEEP` seconds after they were
+    written, and the oldest go first when `LIMIT` are kept.
+    """
+
+    KEEP = 10.0  # seconds; a citizen's writes in one request, or one burst, come within it
+    LIMIT = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ends: OrderedDict[str, tuple[float, _Keys]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def get(self, lookup: str) -> _Keys | None:
+        with self._lock:
+            self._forget_old(self._clock())
+            found = self._ends.get(lookup)
+            return replace(found[1]) if found is not None else None
+
+    def put(self, keys: _Keys) -> None:
+        with self._lock:
+            now = self._clock()
+            self._ends.pop(keys.lookup, None)
+            self._ends[keys.lookup] = (now, replace(keys))
+            self._forget_old(now)
+
+    def forget(self, lookup: str) -> None:
+        with self._lock:
+            self._ends.pop(lookup, None)
+
+    def _forget_old(self, now: float) -> None:
+        while self._ends:
+            lookup, (written, _) = next(iter(self._ends.items()))
+            if now - written < self.KEEP and len(self._ends) <= self.LIMIT:
+                return
+            del self._ends[lookup]
+
+
+_ENDS = _KnownEnds()
 _ERASE = (
     update(_SUBJECT)
     .where(_SUBJECT.c.lookup == bindparam("b_lookup"))
@@ -244,7 +288,7 @@ def append(
     lookup = keyed_tag(LOOKUP_PURPOSE, str(subject_id))
     known = _ENDS.get(lookup) if session.connection().dialect.name == "postgresql" else None
     if known is not None:
-        written = _write(session, replace(known), swap=True, **what)
+        written = _write(session, known, swap=True, **what)
         if written is not None:
             return written
     written = _write(session, _lock_subject(session, lookup, subject_id), **what)
@@ -334,13 +378,11 @@ def _write(
                 _SWAP_APPEND[stored is not None], entry | detail | chain | {"b_expected": keys.last}
             ).scalar_one()
             if not moved:
-                _ENDS.pop(keys.lookup, None)
+                _ENDS.forget(keys.lookup)
                 return None
         else:
             connection.execute(_CHAINED_APPEND[stored is not None], entry | detail | chain)
-        if len(_ENDS) >= MAX_KNOWN_ENDS:
-            _ENDS.clear()
-        _ENDS[keys.lookup] = replace(keys, last=leaf_hash)
+        _ENDS.put(replace(keys, last=leaf_hash))
     else:
         connection.execute(_INSERT_ENTRY, entry)
         if stored is not None:
@@ -454,7 +496,7 @@ def erase_subject(session: Session, subject_id: uuid.UUID, *, actor: str = "syst
         request_hash=None,
     )
     session.connection().execute(_ERASE, {"b_lookup": lookup, "b_at": utcnow()})
-    _ENDS.pop(lookup, None)
+    _ENDS.forget(lookup)
     return True
 
 

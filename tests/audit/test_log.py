@@ -339,9 +339,10 @@ def test_a_chain_end_this_process_knows_is_checked_never_trusted(session):
     alice = uuid.uuid4()
     lookup = keyed_tag(leaves_module.LOOKUP_PURPOSE, str(alice))
     a1 = audit.append(session, event="t:a", actor="t", subject_id=alice)
-    stale = leaves_module._ENDS[lookup]
+    stale = leaves_module._ENDS.get(lookup)
+    assert stale is not None
     a2 = audit.append(session, event="t:a", actor="t", subject_id=alice, detail={"n": 2})
-    leaves_module._ENDS[lookup] = stale  # as another process, which last saw a1, knows it
+    leaves_module._ENDS.put(stale)  # as another process, which last saw a1, knows it
     a3 = audit.append(session, event="t:a", actor="t", subject_id=alice, detail={"n": 3})
 
     assert json.loads(entry(session, a2).leaf)["prev"] == entry(session, a1).leaf_hash.hex()
@@ -362,15 +363,39 @@ def test_a_chain_end_known_from_before_an_erasure_is_not_used(session):
     lookup = keyed_tag(leaves_module.LOOKUP_PURPOSE, str(alice))
     audit.append(session, event="t:a", actor="t", subject_id=alice)
     old_tag = audit.subject_tag(session, alice)
-    stale = leaves_module._ENDS[lookup]
+    stale = leaves_module._ENDS.get(lookup)
+    assert stale is not None
     assert audit.erase_subject(session, alice) is True
-    leaves_module._ENDS[lookup] = stale  # another process saw the chain before the erasure
+    assert leaves_module._ENDS.get(lookup) is None  # this process forgets at once
+    leaves_module._ENDS.put(stale)  # another process saw the chain before the erasure
 
     again = audit.append(session, event="t:a", actor="t", subject_id=alice)
 
     assert json.loads(entry(session, again).leaf)["prev"] is None
     assert entry(session, again).subject_tag not in (None, old_tag)
     assert [e.id for e in audit.entries_for_subject(session, alice)] == [again]
+
+
+def test_known_chain_ends_are_forgotten_after_a_few_seconds_and_beyond_the_limit():
+    now = [0.0]
+    ends = leaves_module._KnownEnds(clock=lambda: now[0])
+
+    def keys(lookup: str) -> Any:
+        return leaves_module._Keys(lookup, "tag", b"wrapped-tag", b"wrapped-data", b"last")
+
+    ends.put(keys("a"))
+    now[0] = ends.KEEP - 0.1
+    assert ends.get("a") is not None
+    now[0] = ends.KEEP + 0.1
+    assert ends.get("a") is None  # no wrapped key outlives KEEP in this process
+    ends.LIMIT = 2
+    for lookup in ("b", "c", "d"):
+        ends.put(keys(lookup))
+    assert [ends.get(x) is not None for x in "bcd"] == [False, True, True]  # oldest first
+    got = ends.get("d")
+    assert got is not None
+    got.last = b"changed"
+    assert ends.get("d").last == b"last"  # callers get copies
 
 
 # -- the integrator and checkpoints ----------------------------------------------------------------

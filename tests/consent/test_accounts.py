@@ -7,14 +7,16 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from audit import service as audit
 from audit.models import AuditEntry
+from broker.app import create_app
 from common.clock import frozen, utcnow
 from common.errors import ConflictError, InvalidInputError
 from consent import accounts
 from consent.models import Citizen, SignInFailure
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, settings
 
 LIMIT = accounts.RateLimit(max_failures=3, window=timedelta(minutes=15))
 POLICY = accounts.SessionPolicy(idle=timedelta(minutes=30), max_age=timedelta(hours=12))
@@ -132,3 +134,24 @@ def test_requests_that_write_nothing_still_slide_the_idle_timeout(citizen):
             assert citizen.client.get("/api/v1/me").status_code == 200
         move_to(start + timedelta(minutes=60 + 31))
         assert citizen.client.get("/api/v1/me").status_code == 401
+
+
+def test_a_failed_session_lookup_still_renders_the_error_page(
+    session, session_factory, monkeypatch
+):
+    app = create_app(settings(TESTING=False))  # as served: unexpected errors become pages
+    app.extensions["db.sessionmaker"] = session_factory
+    citizen = accounts.sign_up(session, email="a@example.org", password=PASSWORD)
+    token = accounts.start_session(session, citizen, policy=POLICY)
+    session.commit()
+    client = app.test_client()
+    with client.session_transaction() as browser:
+        browser["sid"] = token
+
+    def fail(*_args, **_kwargs):
+        raise OperationalError("SELECT ...", {}, Exception("the server closed the connection"))
+
+    monkeypatch.setattr(accounts, "resolve_session", fail)
+    response = client.get("/me/consents/")
+    assert response.status_code == 500
+    assert "Erreur inattendue" in response.get_data(as_text=True)  # the portal's own page

@@ -60,15 +60,17 @@ def _session_policy() -> accounts.SessionPolicy:
 
 
 def identity_resolver() -> Callable[[str], CitizenIdentity | None]:
-    """Session token -> citizen, read in the request's own session: the view that follows
-    goes on in the same transaction, and a write commits once. A read that slid the idle
-    timeout commits at once, so pages that write nothing keep the citizen signed in."""
+    """Session token -> citizen, read in the request's own session: on PostgreSQL the view
+    that follows goes on in the same transaction, and a write commits once. A read that slid
+    the idle timeout commits at once, so pages that write nothing keep the citizen signed in."""
 
     def resolve(token: str) -> CitizenIdentity | None:
         session = get_session()
         try:
             live = accounts.resolve_session(session, token, policy=_session_policy())
-            if live is not None and live.slid:
+            # On SQLite every transaction holds the database's write lock (BEGIN IMMEDIATE):
+            # end this one now, so that a page that writes nothing does not hold it.
+            if (live is not None and live.slid) or session.get_bind().dialect.name == "sqlite":
                 session.commit()
         except SQLAlchemyError:
             session.rollback()  # the error page may still read, on a fresh transaction

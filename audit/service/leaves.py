@@ -313,7 +313,8 @@ def _write(
     """Write the leaf; with `swap`, only if `keys.last` is still the end of the chain (None
     otherwise, and nothing written)."""
     entry_id = uuid.uuid4()
-    # Read after the subject's lock: a citizen's chain and their entries' times agree.
+    # Read after the subject's lock, or for a swap after this process wrote the end it knows
+    # (a swap succeeds only if no one wrote after it): a chain's times never go backwards.
     now = utcnow()
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the leaf says milliseconds
     stored = None

@@ -304,19 +304,25 @@ def make_client(session: Session, charter: charters.Charter) -> Any:
 def oauth_headers(arranging_app: Flask, session: Session, make_client: Any) -> Any:
     """`oauth_headers(role, scope)`: a Bearer header for a new client of a new organisation
     of that role, minted directly (client_credentials, no HTTP round trip)."""
+
+    def make(role: str, scope: str, **kw: Any) -> dict[str, str]:
+        return bearer_for(session, make_client(role, scope=scope, **kw).model, scope)
+
+    return make
+
+
+def bearer_for(session: Session, client: Any, scope: str) -> dict[str, str]:
+    """A Bearer header for `client` (an OAuthClient), minted directly with client_credentials
+    (no HTTP round trip) and committed."""
     from broker.service import tokens
     from common.keyring import app_keyring
 
-    def make(role: str, scope: str, **kw: Any) -> dict[str, str]:
-        registered = make_client(role, scope=scope, **kw)
-        issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
-        body = tokens.client_credentials(
-            session, registered.model, issuer, scope=scope, resource=None, dpop_jkt=None
-        )
-        session.commit()
-        return {"Authorization": f"Bearer {body['access_token']}"}
-
-    return make
+    issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
+    body = tokens.client_credentials(
+        session, client, issuer, scope=scope, resource=None, dpop_jkt=None
+    )
+    session.commit()
+    return {"Authorization": f"Bearer {body['access_token']}"}
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from xml.etree import ElementTree
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from anonymize import views
 from anonymize.maps import CLASSES, number
@@ -24,13 +23,12 @@ from audit import service as audit
 from audit.models import AuditEntry
 from broker.cli import main
 from broker.models import OrganisationMember
-from broker.service import organisations, tokens
+from broker.service import organisations
 from common.errors import ConflictError, ForbiddenError, NotFoundError
-from common.keyring import app_keyring
 from consent import accounts
 from tests.anonymize.conftest import DISTRICTS, spec, synthetic
 from tests.anonymize.pages import make_release, table_rows
-from tests.conftest import ISSUER, PASSWORD, sign_in
+from tests.conftest import PASSWORD, bearer_for, sign_in
 
 RHO = "\N{GREEK SMALL LETTER RHO}"
 RELEASES = "/api/v1/releases"
@@ -90,20 +88,6 @@ class Member:
     token: dict[str, str]
 
 
-def _token(session: Session, registered: Any) -> dict[str, str]:
-    issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
-    body = tokens.client_credentials(
-        session,
-        registered.model,
-        issuer,
-        scope="releases:read releases:write",
-        resource=None,
-        dpop_jkt=None,
-    )
-    session.commit()
-    return {"Authorization": f"Bearer {body['access_token']}"}
-
-
 @pytest.fixture
 def make_member(app, arranging_app, session, make_client, charter):
     def make(role: str = "observatory", category: str = "public_service") -> Member:
@@ -114,7 +98,10 @@ def make_member(app, arranging_app, session, make_client, charter):
         session.commit()
         asks = role in ("observatory", "city_service")  # only they hold releases:write
         return Member(
-            signed.client, signed.email, slug, _token(session, registered) if asks else {}
+            signed.client,
+            signed.email,
+            slug,
+            bearer_for(session, registered.model, "releases:read releases:write") if asks else {},
         )
 
     return make

@@ -20,7 +20,7 @@ from consent import accounts, links
 from consent import service as consent_service
 from consent.models import Mode
 from tests.anonymize.conftest import aggregate_grant
-from tests.conftest import ISSUER, PASSWORD
+from tests.conftest import PASSWORD, bearer_for
 from tests.gateway.conftest import (  # noqa: F401  (fixtures: the holder served for real)
     ServedHolder,
     electricity,
@@ -94,25 +94,12 @@ class Observatory:
 def make_observatory(
     arranging_app: Flask, session: Session, make_client: Any
 ) -> Callable[..., Observatory]:
-    from broker.service import tokens
-    from common.keyring import app_keyring
+    scope = "releases:read releases:write"
 
     def make(category: str = "public_service") -> Observatory:
-        registered = make_client(
-            "observatory", scope="releases:read releases:write", category=category
-        )
-        issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
-        body = tokens.client_credentials(
-            session,
-            registered.model,
-            issuer,
-            scope="releases:read releases:write",
-            resource=None,
-            dpop_jkt=None,
-        )
-        session.commit()
+        registered = make_client("observatory", scope=scope, category=category)
         return Observatory(
-            registered.model.organisation.id, {"Authorization": f"Bearer {body['access_token']}"}
+            registered.model.organisation.id, bearer_for(session, registered.model, scope)
         )
 
     return make

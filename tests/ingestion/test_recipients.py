@@ -68,6 +68,12 @@ def exact_count(session: Session, dataset_id: Any, recipient: str) -> int:
     return pushdown.aggregate(session, grid).counts[0]
 
 
+def release_counts(session: Session, territory: Territory) -> dict[Any, int]:
+    """How many releases each citizen of the territory has contributed to, read afresh."""
+    session.expire_all()
+    return {c.subject_id: contributions(session, c.subject_id).releases for c in territory.citizens}
+
+
 def test_each_release_counts_only_citizens_whose_consent_names_its_requester(
     client: FlaskClient, session: Session, territory: Territory, make_observatory: Any
 ) -> None:
@@ -96,10 +102,7 @@ def test_each_release_counts_only_citizens_whose_consent_names_its_requester(
 
     made = client.post("/api/v1/releases", json=body(dataset_id), headers=public.headers)
     assert made.status_code == 201, made.get_json()
-    session.expire_all()
-    releases = {
-        c.subject_id: contributions(session, c.subject_id).releases for c in territory.citizens
-    }
+    releases = release_counts(session, territory)
     assert releases == {
         for_public[0].subject_id: 1,
         for_public[1].subject_id: 1,
@@ -108,10 +111,7 @@ def test_each_release_counts_only_citizens_whose_consent_names_its_requester(
     }
     made = client.post("/api/v1/releases", json=body(dataset_id), headers=research.headers)
     assert made.status_code == 201, made.get_json()
-    session.expire_all()
-    releases = {
-        c.subject_id: contributions(session, c.subject_id).releases for c in territory.citizens
-    }
+    releases = release_counts(session, territory)
     assert releases == {
         for_public[0].subject_id: 1,
         for_public[1].subject_id: 1,

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from audit import service as audit
+from common.auth import CitizenIdentity
 from common.clock import as_utc, utcnow
 from common.errors import ConflictError, InvalidInputError
 from common.settings import keyed_tag
@@ -173,10 +174,7 @@ class LiveSession:
     """A live browser session's citizen; `slid` when this read moved its idle timeout (the
     caller commits it)."""
 
-    citizen_id: uuid.UUID
-    subject_id: uuid.UUID
-    email: str
-    language: str
+    citizen: CitizenIdentity
     slid: bool
 
 
@@ -218,7 +216,7 @@ def resolve_session(session: Session, token: str, *, policy: SessionPolicy) -> L
     slid = now - last_seen > SLIDE_EVERY
     if slid:
         connection.execute(_SLIDE, {"b_token_hash": token_hash, "b_now": now})
-    return LiveSession(row.id, row.subject_id, row.email, row.language, slid)
+    return LiveSession(CitizenIdentity(row.id, row.subject_id, row.email, row.language), slid)
 
 
 def end_session(session: Session, token: str) -> None:

@@ -75,9 +75,7 @@ def identity_resolver() -> Callable[[str], CitizenIdentity | None]:
         except SQLAlchemyError:
             session.rollback()  # the error page may still read, on a fresh transaction
             raise
-        if live is None:
-            return None
-        return CitizenIdentity(live.citizen_id, live.subject_id, live.email, live.language)
+        return live.citizen if live is not None else None
 
     return resolve
 

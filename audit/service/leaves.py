@@ -186,10 +186,11 @@ class _KnownEnds:
             return replace(found[1]) if found is not None else None
 
     def put(self, keys: _Keys) -> None:
+        """Remember `keys`, which the caller hands over (it keeps no reference to them)."""
         with self._lock:
             now = self._clock()
             self._ends.pop(keys.lookup, None)
-            self._ends[keys.lookup] = (now, replace(keys))
+            self._ends[keys.lookup] = (now, keys)
             self._forget_old(now)
 
     def forget(self, lookup: str) -> None:

@@ -93,7 +93,7 @@ def test_sessions_expire_when_idle_and_after_their_maximum_age(session, app):
         token = accounts.start_session(session, citizen, policy=POLICY)
         session.flush()  # as its request's commit would
         move_to(start + timedelta(minutes=29))
-        assert accounts.resolve_session(session, token, policy=POLICY).citizen_id == citizen.id
+        assert accounts.resolve_session(session, token, policy=POLICY).citizen.id == citizen.id
         move_to(start + timedelta(minutes=29 + 31))
         assert accounts.resolve_session(session, token, policy=POLICY) is None
         fresh = accounts.start_session(session, citizen, policy=POLICY)
@@ -105,7 +105,7 @@ def test_sessions_expire_when_idle_and_after_their_maximum_age(session, app):
                 assert alive is None
                 break
             assert alive is not None
-            assert alive.citizen_id == citizen.id
+            assert alive.citizen.id == citizen.id
 
 
 def test_sign_out_ends_the_session_on_the_server(session, app):

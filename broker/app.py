@@ -74,6 +74,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         outbox.subscribe(app, ended, "broker.revoke_for_consent")
         outbox.subscribe(app, ended, "broker.drop_staged_for_consent")  # DP staging (#6)
     outbox.subscribe(app, "consent.withdrawn", "broker.notify_withdrawal")
+    outbox.subscribe(app, "consent.account_closed", "broker.revoke_for_subject")
     from broker.service import notices
 
     app.extensions["consent.withdrawal_notices"] = notices.for_consent  # the citizen's view

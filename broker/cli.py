@@ -1,5 +1,5 @@
 """The `tiers` command: migrations, charters, keys, the committee, organisations, their
-members and clients, demo data, and the worker and beat."""
+members and clients, citizens' erasure requests, demo data, and the worker and beat."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from broker.app import create_app
 from broker.models import AuthMethod, Role
-from broker.service import clients, organisations, publish_charter
+from broker.service import clients, erasure, organisations, publish_charter
 from charter import service as charters
 from charter.document import CharterInvalidError
 from common import migrations
 from common.db import unit_of_work
 from common.errors import ConflictError, DomainError
 from common.keyring import app_keyring
+from consent import accounts, closing
 
 
 @click.group(cls=FlaskGroup, create_app=lambda: create_app(), add_version_option=False)
@@ -131,6 +132,39 @@ def committee_add(email: str) -> None:
     except DomainError as exc:
         _fail(email, exc)
     click.echo(f"{email} is a member of the charter committee")
+
+
+@main.group()
+def citizen() -> None:
+    """Citizens' accounts: erasure requests received outside the portal (GDPR art. 17)."""
+
+
+@citizen.command("close")
+@click.argument("email")
+@click.confirmation_option(prompt="Close this account and withdraw all its consents?")
+@with_appcontext
+def citizen_close(email: str) -> None:
+    """Close the account with this e-mail, as its citizen can on the portal ("Mon compte"):
+    every consent withdrawn, the address and password scrubbed; the rest is erased by
+    `tiers citizen erase-due` (run by the beat) once the recipients have been told."""
+    try:
+        with unit_of_work() as session:
+            closing.close_account(session, accounts.find_open(session, email), actor="cli")
+    except DomainError as exc:
+        _fail(email, exc)
+    click.echo(f"the account of {email} is closed")
+
+
+@citizen.command("erase-due")
+@with_appcontext
+def citizen_erase_due() -> None:
+    """Erase what closed accounts left, where their withdrawals are settled (what the beat
+    runs every ten minutes; the embedded default has no beat)."""
+    with unit_of_work() as session:
+        erased = erasure.erase_closed_accounts(
+            session, grace=current_app.config["ACCOUNT_ERASURE_GRACE"]
+        )
+    click.echo(f"{erased} closed account(s) erased")
 
 
 @main.group()

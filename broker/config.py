@@ -53,6 +53,7 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
             "probe-datasets": {"task": "broker.probe_datasets", "schedule": 300.0},
             "ingest-aggregates": {"task": "broker.ingest_aggregates", "schedule": 3600.0},
             "retry-notices": {"task": "broker.retry_notices", "schedule": 5.0},
+            "erase-closed-accounts": {"task": "broker.erase_closed_accounts", "schedule": 600.0},
         },
     }
 
@@ -111,4 +112,7 @@ def defaults() -> dict[str, Any]:
         "OUTBOUND_ALLOW_PRIVATE": False,
         "NOTICE_TIMEOUT": 5.0,  # seconds a recipient's webhook may take to acknowledge
         "NOTICE_MAX_ATTEMPTS": 8,  # then the notice is dead: the committee's dead-letter list
+        # A closed account is erased no sooner than this, and only once its withdrawals are
+        # settled (broker/service/erasure.py).
+        "ACCOUNT_ERASURE_GRACE": timedelta(hours=1),
     }

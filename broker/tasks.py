@@ -10,7 +10,7 @@ import uuid
 from celery import shared_task
 from flask import current_app
 
-from broker.service import credentials, datasets, notices, outbound, tokens
+from broker.service import credentials, datasets, erasure, notices, outbound, tokens
 from common import outbox as _outbox  # noqa: F401  (registers common.relay_outbox)
 from common.db import unit_of_work
 from common.keyring import app_keyring
@@ -21,6 +21,22 @@ def revoke_for_consent(consent_id: str) -> int:
     """A consent ended (withdrawn, expired, superseded): revoke the grants built on it."""
     with unit_of_work() as session:
         return tokens.revoke_for_consent(session, consent_id)
+
+
+@shared_task(name="broker.revoke_for_subject", acks_late=True, ignore_result=True)
+def revoke_for_subject(subject_id: str) -> int:
+    """A citizen closed their account: revoke every grant that acts for them."""
+    with unit_of_work() as session:
+        return tokens.revoke_for_subject(session, subject_id)
+
+
+@shared_task(name="broker.erase_closed_accounts", acks_late=True, ignore_result=True)
+def erase_closed_accounts() -> int:
+    """Erase what closed accounts left once their withdrawals are settled."""
+    with unit_of_work() as session:
+        return erasure.erase_closed_accounts(
+            session, grace=current_app.config["ACCOUNT_ERASURE_GRACE"]
+        )
 
 
 @shared_task(name="broker.purge_replay_cache", acks_late=True, ignore_result=True)

@@ -1,4 +1,5 @@
-"""Citizens' accounts: sign-up, sign-in (rate-limited), server-side sessions that expire.
+"""Citizens' accounts: sign-up, sign-in (rate-limited), server-side sessions that expire,
+and closing an account.
 
 Passwords are hashed with Argon2id; the subject id, never the e-mail, identifies a citizen
 everywhere else in Tiers.
@@ -10,7 +11,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from audit import service as audit
 from common.auth import CitizenIdentity
 from common.clock import as_utc, utcnow
-from common.errors import ConflictError, InvalidInputError
+from common.errors import ConflictError, InvalidInputError, NotFoundError
 from common.settings import keyed_tag
 from consent.models import Citizen, CitizenSession, SignInFailure
 
@@ -28,6 +29,8 @@ _hasher = PasswordHasher()  # Argon2id with argon2-cffi's RFC 9106 "low memory" 
 # Verified against when the e-mail is unknown, so timing does not reveal which accounts exist.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD = 12
+# What a closed account keeps instead of a password hash: no Argon2 hash, so nothing verifies.
+CLOSED_HASH = "!"
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,19 @@ class SignIn:
 
 
 def authenticate(
-    session: Session, *, email: str, password: str, client: str, limit: RateLimit
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    client: str,
+    limit: RateLimit,
+    action: str = "sign_in",
 ) -> SignIn:
     """Check a password. Failures are counted per address and per client; past `limit`
-    every attempt is refused until the window passes, even with the right password."""
+    every attempt is refused until the window passes, even with the right password.
+    `action` names the audit event (`consent:citizen:<action>`): a sign-in, or a signed-in
+    citizen confirming their password before closing their account."""
+    event = f"consent:citizen:{action}"
     email = normalize_email(email)
     email_tag = keyed_tag("sign-in-email", email)
     client_tag = keyed_tag("sign-in-client", client)
@@ -109,7 +121,7 @@ def authenticate(
     if (recent or 0) >= limit.max_failures or (from_client or 0) >= limit.max_failures_per_client:
         audit.append(
             session,
-            event="consent:citizen:sign_in",
+            event=event,
             actor="anonymous",
             decision="deny",
             reason="rate_limited",
@@ -122,7 +134,7 @@ def authenticate(
         session.add(SignInFailure(email_tag=email_tag, client_tag=client_tag, occurred_at=utcnow()))
         audit.append(
             session,
-            event="consent:citizen:sign_in",
+            event=event,
             actor="anonymous",
             subject_id=citizen.subject_id if citizen else None,
             decision="deny",
@@ -238,3 +250,48 @@ def set_language(session: Session, citizen_id: uuid.UUID, language: str) -> None
     citizen = session.get(Citizen, citizen_id)
     if citizen is not None and language in ("fr", "en"):
         citizen.language = language
+
+
+def find_open(session: Session, email: str) -> Citizen:
+    """The open account with this address (the operator's way in); NotFoundError if none."""
+    citizen = session.scalar(
+        select(Citizen).where(Citizen.email == normalize_email(email)).with_for_update()
+    )
+    if citizen is None or citizen.closed_at is not None:
+        raise NotFoundError("No open account has this address.")
+    return citizen
+
+
+def closed_awaiting_erasure(session: Session, *, closed_before: datetime) -> list[Citizen]:
+    """Closed accounts not erased yet, closed before `closed_before`, rows locked."""
+    return list(
+        session.scalars(
+            select(Citizen)
+            .where(
+                Citizen.closed_at.is_not(None),
+                Citizen.closed_at < closed_before,
+                Citizen.erased_at.is_(None),
+            )
+            .order_by(Citizen.closed_at)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def scrub(session: Session, citizen: Citizen) -> None:
+    """End every session of this account and drop its address and password: nobody signs
+    in to it again, and the address may sign up afresh. Sets `closed_at`."""
+    now = utcnow()
+    session.execute(
+        update(CitizenSession)
+        .where(CitizenSession.citizen_id == citizen.id, CitizenSession.ended_at.is_(None))
+        .values(ended_at=now)
+    )
+    citizen.email = f"closed:{citizen.id}"  # not an address: sign-up only takes addresses
+    citizen.password_hash = CLOSED_HASH
+    citizen.closed_at = now
+
+
+def mark_erased(citizen: Citizen) -> None:
+    """Record that the erasure sweep is done with this closed account."""
+    citizen.erased_at = utcnow()

@@ -369,6 +369,23 @@ def unlink(session: Session, *, subject_id: uuid.UUID, link_id: uuid.UUID) -> No
     )
 
 
+def end_codes(session: Session, subject_id: uuid.UUID) -> None:
+    """A closing account: its open pairing codes end, so no new link can be made."""
+    session.execute(
+        update(PairingCode)
+        .where(PairingCode.subject_id == subject_id, PairingCode.ended_at.is_(None))
+        .values(ended_at=utcnow(), ended_reason="account_closed")
+    )
+
+
+def forget_subject(session: Session, subject_id: uuid.UUID) -> int:
+    """An erased account: forget all of this citizen's links, identifiers included. Only
+    once its withdrawal notices are settled: a holder's notice names the citizen by the
+    identifier its link keeps. Returns how many links went; effective at commit."""
+    gone = session.execute(delete(HolderLink).where(HolderLink.subject_id == subject_id))
+    return int(getattr(gone, "rowcount", 0) or 0)
+
+
 def linked_subjects(
     session: Session,
     holder_id: uuid.UUID,

@@ -50,13 +50,20 @@ class Mode(enum.StrEnum):
 
 
 class Citizen(HasId, Base):
-    """A portal account. `subject_id` is the pseudonymous id used everywhere else."""
+    """A portal account. `subject_id` is the pseudonymous id used everywhere else.
+
+    A closed account keeps its row (consent records point at its subject id, as proof of what
+    was consented) but no longer its address or password: `closed_at` says when, `erased_at`
+    when the erasure sweep shredded the rest (accounts.close_account).
+    """
 
     __tablename__ = "citizen"
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     subject_id: Mapped[uuid.UUID] = mapped_column(unique=True, default=uuid.uuid4)
     language: Mapped[str] = mapped_column(String(2), default="fr")
+    closed_at: Mapped[datetime | None] = mapped_column(index=True)
+    erased_at: Mapped[datetime | None]
 
 
 class CitizenSession(Base):
@@ -153,7 +160,7 @@ class PairingCode(HasId, Base):
 
     Stored only as a keyed HMAC (`code_tag`): 8 characters are too few to survive an offline
     search of a plain hash. Valid until `expires_at`, once; `ended_reason` says why it ended
-    early ("used", or "replaced" by a newer code for the same holder).
+    early ("used", "replaced" by a newer code for the same holder, or "account_closed").
     """
 
     __tablename__ = "pairing_code"

@@ -1,9 +1,10 @@
 """Reading the log: auditors' filters, pages, CSV export and what is verified; a citizen's own
 entries and receipts; auditor accounts.
 
-Reads only, except `add_auditor` (which appends its own entry); nothing commits here. Names of
-organisations, purposes and consents belong to upper packages: the composition root installs
-a `Directory` that answers for them, so audit still imports nothing of ours (shared/DESIGN.md).
+Reads only, except `add_auditor` and `remove_auditor` (each appends its own entry); nothing
+commits here. Names of organisations, purposes and consents belong to upper packages: the
+composition root installs a `Directory` that answers for them, so audit still imports nothing
+of ours (shared/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -461,6 +462,17 @@ def add_auditor(
         detail={"auditor": str(account.id), "organisation": organisation},
     )
     return account
+
+
+def remove_auditor(session: Session, *, citizen_id: uuid.UUID, actor: str = "system") -> bool:
+    """This portal account may no longer read the log (it was closed, say). True if it
+    could; the removal is itself logged, under no citizen: the account is going away."""
+    found = auditor_account(session, citizen_id)
+    if found is None:
+        return False
+    session.delete(found)
+    append(session, event="audit:auditor:remove", actor=actor, detail={"auditor": str(found.id)})
+    return True
 
 
 # -- a citizen's own entries ---------------------------------------------------------------

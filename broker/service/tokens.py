@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -597,13 +598,7 @@ def revoke_for_consent(session: Session, consent_id: str) -> int:
         .join(GrantConsent, GrantConsent.grant_id == Grant.id)
         .where(GrantConsent.consent_id == uuid.UUID(consent_id), Grant.revoked_at.is_(None))
     ).all()
-    for grant in hit:
-        _revoke_grant(grant, "consent_ended")
-        session.execute(
-            update(Token)
-            .where(Token.grant_id == grant.id, Token.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
+    _revoke_all(session, hit, "consent_ended")
     if hit:
         audit.append(
             session,
@@ -613,3 +608,34 @@ def revoke_for_consent(session: Session, consent_id: str) -> int:
             detail={"consent": consent_id, "grants": len(hit)},
         )
     return len(hit)
+
+
+def revoke_for_subject(session: Session, subject_id: str) -> int:
+    """A citizen closed their account: revoke every grant that acts for them, those that
+    rest on no consent (a `consent:read` app, say) included. Idempotent."""
+    subject = uuid.UUID(subject_id)
+    hit = session.scalars(
+        select(Grant).where(Grant.subject_id == subject, Grant.revoked_at.is_(None))
+    ).all()
+    _revoke_all(session, hit, "account_closed")
+    if hit:
+        audit.append(
+            session,
+            event="oauth:grant:revoke",
+            actor="system",
+            subject_id=subject,
+            reason="account_closed",
+            detail={"grants": len(hit)},
+        )
+    return len(hit)
+
+
+def _revoke_all(session: Session, grants: Sequence[Grant], reason: str) -> None:
+    """Revoke these grants and every token they issued."""
+    for grant in grants:
+        _revoke_grant(grant, reason)
+        session.execute(
+            update(Token)
+            .where(Token.grant_id == grant.id, Token.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )

@@ -145,7 +145,7 @@ def authenticate(
         citizen.password_hash = _hasher.hash(password)
     audit.append(
         session,
-        event="consent:citizen:sign_in",
+        event=event,
         actor="citizen",
         subject_id=citizen.subject_id,
         decision="permit",

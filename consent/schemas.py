@@ -110,3 +110,7 @@ class SignUpForm(Schema):
 class SignInForm(Schema):
     email = fields.String(required=True, validate=validate.Length(1, 254))
     password = fields.String(required=True, validate=validate.Length(1, 256))
+
+
+class CloseAccountForm(Schema):
+    password = fields.String(required=True, validate=validate.Length(1, 256))

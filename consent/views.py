@@ -32,8 +32,15 @@ from common.db import get_session, unit_of_work
 from common.errors import ConflictError, InvalidInputError, TooManyRequestsError
 from common.http import jsonld_response
 from common.portal import form_errors, load_form, select_locale
-from consent import accounts, links, service
-from consent.schemas import GiveConsentForm, RenewConsentForm, SignInForm, SignUpForm
+from consent import accounts, closing, links, service
+from consent.models import ConsentStatus
+from consent.schemas import (
+    CloseAccountForm,
+    GiveConsentForm,
+    RenewConsentForm,
+    SignInForm,
+    SignUpForm,
+)
 
 accounts_bp = Blueprint("accounts", __name__, template_folder="templates")
 bp = Blueprint("consent", __name__, url_prefix="/me/consents", template_folder="templates")
@@ -56,6 +63,15 @@ def _session_policy() -> accounts.SessionPolicy:
     config = current_app.config
     return accounts.SessionPolicy(
         idle=config["CITIZEN_SESSION_IDLE"], max_age=config["CITIZEN_SESSION_MAX"]
+    )
+
+
+def _rate_limit() -> accounts.RateLimit:
+    config = current_app.config
+    return accounts.RateLimit(
+        config["SIGN_IN_MAX_FAILURES"],
+        config["SIGN_IN_WINDOW"],
+        config["SIGN_IN_MAX_FAILURES_PER_CLIENT"],
     )
 
 
@@ -126,11 +142,7 @@ def sign_in() -> Any:
                     email=data["email"],
                     password=data["password"],
                     client=request.remote_addr or "unknown",
-                    limit=accounts.RateLimit(
-                        current_app.config["SIGN_IN_MAX_FAILURES"],
-                        current_app.config["SIGN_IN_WINDOW"],
-                        current_app.config["SIGN_IN_MAX_FAILURES_PER_CLIENT"],
-                    ),
+                    limit=_rate_limit(),
                 )
                 token = (
                     accounts.start_session(session, outcome.citizen, policy=_session_policy())
@@ -168,6 +180,49 @@ def me() -> str:
     subject_id = current_subject_id()
     consents = service.list_for_subject(get_session(), subject_id)
     return render_template("accounts/me.html", subject_id=subject_id, consents=consents)
+
+
+@accounts_bp.route("/me/close", methods=["GET", "POST"])
+@citizen_required
+def close_account() -> Any:
+    """Close my account: the password again, then every consent withdrawn and the account
+    gone (consent.closing)."""
+    errors: dict[str, list[str]] = {}
+    status = 200
+    if request.method == "POST":
+        data, errors = load_form(CloseAccountForm())
+        status = 422 if errors else 200
+        if not errors:
+            citizen = auth.current_citizen()
+            assert citizen is not None  # noqa: S101 (citizen_required)
+            with unit_of_work() as session:  # a wrong password commits: the rate limit
+                outcome = closing.close_own_account(
+                    session,
+                    citizen_id=citizen.id,
+                    password=data["password"],
+                    client=request.remote_addr or "unknown",
+                    limit=_rate_limit(),
+                )
+            if outcome.citizen is not None:
+                auth.forget()
+                flash(
+                    _(
+                        "Votre compte est fermé et vos consentements sont retirés. Les "
+                        "organisations concernées en sont prévenues."
+                    ),
+                    "success",
+                )
+                return redirect(url_for("portal.home"))
+            if outcome.refusal == "rate_limited":
+                errors = {"password": [_("Trop de tentatives échouées. Réessayez plus tard.")]}
+                status = 429
+            else:
+                errors = {"password": [_("Le mot de passe est incorrect.")]}
+                status = 401
+    in_force = service.list_for_subject(
+        get_session(), current_subject_id(), statuses=[ConsentStatus.GIVEN]
+    )
+    return render_template("accounts/close.html", errors=errors, in_force=in_force), status
 
 
 # --- consents --------------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""The erasure sweep: what a closed account leaves goes once its withdrawals are settled, and
+not before; grants acting for the citizen are revoked as soon as the closing commits."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from anonymize.models import Contribution
+from audit import service as audit
+from audit.models import AuditorAccount
+from audit.service import browse
+from broker.models import CommitteeMember, Grant, Notice, NoticeStatus
+from broker.service import erasure
+from common.clock import frozen, utcnow
+from consent import accounts, closing, links
+from consent.models import ConsentStatus, HolderLink
+from tests.conftest import PASSWORD
+from tests.consent.test_service import give
+
+GRACE = timedelta(hours=1)
+HOLDER = links.Holder(uuid.uuid4(), "enedis-demo", "Électricité démo")
+
+
+@pytest.fixture
+def ana(session, charter):
+    """A citizen with a consent, a link at a holder, a release counter, and roles."""
+    citizen = accounts.sign_up(session, email="ana@example.org", password=PASSWORD)
+    give(session, charter, subject_id=citizen.subject_id)
+    issued = links.issue_code(session, subject_id=citizen.subject_id, holder=HOLDER)
+    links.redeem(session, holder=HOLDER, code=issued.code, subject_ref="PRM-1", actor="holder")
+    session.add(Contribution(subject_id=citizen.subject_id, period="2026", releases=1, rho_units=5))
+    session.add(CommitteeMember(citizen_id=citizen.id, note="test"))
+    browse.add_auditor(
+        session, citizen_id=citizen.id, subject_id=citizen.subject_id, organisation=None
+    )
+    session.commit()
+    return citizen
+
+
+def count(session, query):
+    return session.scalar(select(func.count()).select_from(query.subquery()))
+
+
+def left_of(session, citizen):
+    """What the sweep erases, counted."""
+    subject = citizen.subject_id
+    return {
+        "links": count(session, select(HolderLink).where(HolderLink.subject_id == subject)),
+        "counters": count(session, select(Contribution).where(Contribution.subject_id == subject)),
+        "committee": count(
+            session, select(CommitteeMember).where(CommitteeMember.citizen_id == citizen.id)
+        ),
+        "auditor": count(
+            session, select(AuditorAccount).where(AuditorAccount.citizen_id == citizen.id)
+        ),
+        "log": len(audit.entries_for_subject(session, subject)),
+    }
+
+
+def sweep(session, *, after=GRACE + timedelta(minutes=1), grace=GRACE):
+    with frozen(utcnow() + after):
+        erased = erasure.erase_closed_accounts(session, grace=grace)
+    session.commit()
+    return erased
+
+
+def test_a_closed_account_is_erased_after_the_grace_period_and_only_once(session, ana):
+    closing.close_account(session, ana, actor="cli")
+    session.commit()  # eager Celery: the withdrawal's outbox messages are delivered at commit
+    before = left_of(session, ana)
+    assert before["links"] == 1
+    assert before["counters"] == 1
+    assert before["log"] > 0
+
+    assert sweep(session, after=timedelta(minutes=30)) == 0  # within the grace period
+    assert left_of(session, ana) == before
+
+    assert sweep(session) == 1
+    assert left_of(session, ana) == {
+        "links": 0,
+        "counters": 0,
+        "committee": 0,
+        "auditor": 0,
+        "log": 0,
+    }
+    assert ana.erased_at is not None
+    assert audit.subject_tag(session, ana.subject_id) is None  # the tag is unlinkable now
+    assert sweep(session) == 0  # idempotent
+
+
+def test_an_open_account_is_never_erased(session, ana):
+    assert sweep(session, after=timedelta(days=400)) == 0
+    assert left_of(session, ana)["log"] > 0
+
+
+def test_a_pending_notice_holds_the_erasure_until_it_is_settled(session, ana, make_client):
+    recipient = make_client("holder").model.organisation
+    consent_id = closing.service.list_for_subject(session, ana.subject_id)[0].id
+    closing.close_account(session, ana, actor="cli")
+    notice = Notice(
+        consent_id=consent_id,
+        subject_id=ana.subject_id,
+        organisation=recipient,
+        kind="consent.withdrawn",
+        purpose_id="energy-coaching",
+        recipient_role="holder",
+        status=NoticeStatus.PENDING,
+        next_attempt_at=utcnow(),
+    )
+    session.add(notice)
+    session.commit()
+
+    assert sweep(session) == 0  # the holder is still to be told, by the identifier the link keeps
+    assert left_of(session, ana)["links"] == 1
+
+    notice.status = NoticeStatus.DEAD  # given up on: the committee's dead letters
+    session.commit()
+    assert sweep(session) == 1
+    assert left_of(session, ana)["links"] == 0
+
+
+def test_a_withdrawal_still_in_the_outbox_holds_the_erasure(session, ana):
+    closing.close_account(session, ana, actor="cli")
+    session.flush()  # not committed: nothing relayed yet, the withdrawal is still on its way
+    with frozen(utcnow() + GRACE * 2):
+        assert erasure.still_telling(session, ana.subject_id)
+        assert erasure.erase_closed_accounts(session, grace=GRACE) == 0
+
+
+def test_a_consent_given_while_the_account_closed_is_withdrawn_before_any_erasure(
+    session, charter, ana
+):
+    closing.close_account(session, ana, actor="cli")
+    session.commit()
+    raced = give(session, charter, "energy-observatory", subject_id=ana.subject_id)
+    session.commit()
+
+    assert sweep(session) == 0  # withdrawn now, and told, before anything is erased
+    assert raced.status is ConsentStatus.WITHDRAWN
+    assert raced.events[-1].method == "account_closed"
+    assert sweep(session) == 1
+
+
+def test_closing_revokes_the_grants_that_act_for_the_citizen(session, ana, make_client):
+    app_client = make_client("reuser").model
+    grant = Grant(
+        client=app_client,
+        client_pk=app_client.id,
+        code_id=None,
+        subject_id=ana.subject_id,
+        scope="consent:read",
+        authorization_details=[],
+        consent_ids=[],  # rests on no consent: a withdrawal alone would not reach it
+        audience="https://tiers.example/api",
+        dpop_jkt=None,
+        revoked_at=None,
+        revoked_reason=None,
+    )
+    session.add(grant)
+    session.commit()
+
+    closing.close_account(session, ana, actor="cli")
+    session.commit()  # eager Celery: consent.account_closed reaches broker.revoke_for_subject
+
+    session.refresh(grant)
+    assert grant.revoked_at is not None
+    assert grant.revoked_reason == "account_closed"

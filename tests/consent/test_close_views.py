@@ -1,0 +1,100 @@
+"""Closing an account on the portal: a form that asks for the password again, with CSRF; a
+wrong password changes nothing; the right one withdraws everything and signs the browser out."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from consent.models import Citizen, Consent, ConsentStatus
+from tests.conftest import PASSWORD, form_csrf
+from tests.consent.test_api import give
+
+
+def close(signed_in, password=PASSWORD, csrf=True):
+    page = signed_in.client.get("/me/close").get_data(as_text=True)
+    data = {"password": password}
+    if csrf:
+        data["csrf_token"] = form_csrf(page)
+    return signed_in.client.post("/me/close", data=data)
+
+
+def statuses(session, subject_id):
+    session.expire_all()
+    return [
+        c.status for c in session.scalars(select(Consent).where(Consent.subject_id == subject_id))
+    ]
+
+
+def test_closing_needs_a_signed_in_citizen(client, charter):
+    response = client.get("/me/close")
+    assert response.status_code == 302
+    assert "/sign-in" in response.headers["Location"]
+
+
+def test_the_page_says_what_closing_does_before_anything_happens(citizen, charter, session):
+    give(citizen, charter)
+    page = citizen.client.get("/me/close")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Fermer mon compte" in html
+    assert "consentement encore en vigueur est retiré" in html
+    assert 'autocomplete="current-password"' in html
+    assert statuses(session, citizen.subject_id) == [ConsentStatus.GIVEN]
+    assert "/me/close" in citizen.client.get("/me").get_data(as_text=True)  # linked from my account
+
+
+def test_closing_without_a_csrf_token_is_refused_and_changes_nothing(citizen, charter, session):
+    give(citizen, charter)
+    response = close(citizen, csrf=False)
+    assert response.status_code == 403
+    assert statuses(session, citizen.subject_id) == [ConsentStatus.GIVEN]
+    assert citizen.client.get("/me").status_code == 200  # still signed in
+
+
+def test_a_wrong_or_missing_password_changes_nothing(citizen, charter, session):
+    give(citizen, charter)
+    wrong = close(citizen, password="not my password")
+    assert wrong.status_code == 401
+    assert "Le mot de passe est incorrect." in wrong.get_data(as_text=True)
+    assert close(citizen, password="").status_code == 422
+    assert statuses(session, citizen.subject_id) == [ConsentStatus.GIVEN]
+    assert citizen.client.get("/me").status_code == 200
+
+
+def test_the_right_password_closes_the_account_and_signs_the_browser_out(
+    citizen, other_citizen, charter, session
+):
+    give(citizen, charter)
+    give(other_citizen, charter)
+    response = close(citizen)
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/")
+    assert statuses(session, citizen.subject_id) == [ConsentStatus.WITHDRAWN]
+    assert statuses(session, other_citizen.subject_id) == [ConsentStatus.GIVEN]  # theirs only
+    closed = session.scalar(select(Citizen).where(Citizen.subject_id == citizen.subject_id))
+    assert closed is not None
+    assert closed.closed_at is not None
+    me = citizen.client.get("/me")
+    assert me.status_code == 302
+    assert "/sign-in" in me.headers["Location"]
+    api = citizen.client.get("/api/v1/consents", headers=citizen.headers)
+    assert api.status_code == 401
+    # The address is free again: its owner may come back with a new, unrelated account.
+    page = citizen.client.get("/sign-up").get_data(as_text=True)
+    again = citizen.client.post(
+        "/sign-up",
+        data={
+            "csrf_token": form_csrf(page),
+            "email": citizen.email,
+            "password": PASSWORD,
+            "password_again": PASSWORD,
+        },
+    )
+    assert again.status_code == 302
+
+
+def test_the_page_speaks_english_when_asked(citizen, charter):
+    home = citizen.client.get("/").get_data(as_text=True)
+    citizen.client.post("/language", data={"csrf_token": form_csrf(home), "lang": "en"})
+    html = citizen.client.get("/me/close").get_data(as_text=True)
+    assert "Close my account for good" in html

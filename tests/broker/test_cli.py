@@ -177,3 +177,21 @@ def test_iat_issue_prints_a_token_that_registers_once(run, session, lab):
     assert clients.initial_access_token_is_valid(session, token)
     assert run("iat", "issue", "nobody").exit_code == 1
     assert run("iat", "issue", "energy-lab", "--hours", "0").exit_code == 2
+
+
+def test_citizen_close_needs_an_open_account_and_confirmation(run, session, charter):
+    refused = run("citizen", "close", "nobody@example.org", "--yes")
+    assert refused.exit_code == 1
+    assert "No open account has this address" in refused.stderr
+    citizen = accounts.sign_up(session, email="ana@example.org", password=PASSWORD)
+    session.commit()
+    unconfirmed = run("citizen", "close", "ana@example.org")  # no --yes, no answer: aborted
+    assert unconfirmed.exit_code == 1
+    session.refresh(citizen)
+    assert citizen.closed_at is None
+    closed = run("citizen", "close", "ana@example.org", "--yes")
+    assert closed.exit_code == 0, closed.stderr
+    session.refresh(citizen)
+    assert citizen.closed_at is not None
+    assert run("citizen", "close", "ana@example.org", "--yes").exit_code == 1  # once
+    assert run("citizen", "erase-due").stdout.strip() == "0 closed account(s) erased"

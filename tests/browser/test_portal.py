@@ -101,3 +101,34 @@ def test_the_consent_journey_in_english(browser: Browser, server: str, tmp_path:
         },
         tmp_path,
     )
+
+
+def test_a_citizen_closes_their_account(browser: Browser, server: str) -> None:
+    page = browser.new_context().new_page()
+    page.goto(f"{server}/sign-up")
+    page.fill("input[name=email]", "leaving@example.org")
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password_again]", PASSWORD)
+    page.get_by_test_id("sign-up").click()
+    page.goto(f"{server}/charter/energy-coaching")
+    page.get_by_role("link", name="Donner mon consentement").click()
+    page.get_by_test_id("give").click()
+    expect(page.get_by_test_id("status")).to_contain_text("donné")
+
+    page.goto(f"{server}/me")
+    page.get_by_test_id("close-account-link").click()
+    expect(page.locator("h1")).to_have_text("Fermer mon compte")
+    page.fill("input[name=password]", "not my password")
+    page.get_by_test_id("close-account").click()
+    expect(page.get_by_test_id("error-password")).to_contain_text("incorrect")
+    expect(page.locator("input[name=password]")).to_have_attribute("aria-invalid", "true")
+
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_test_id("close-account").click()
+    expect(page.get_by_test_id("flash-success")).to_contain_text("Votre compte est fermé")
+
+    page.goto(f"{server}/sign-in")
+    page.fill("input[name=email]", "leaving@example.org")
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_test_id("sign-in").click()
+    expect(page.get_by_test_id("sign-in-error")).to_be_visible()

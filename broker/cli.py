@@ -15,7 +15,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from broker.app import create_app
 from broker.models import AuthMethod, Role
-from broker.service import clients, erasure, organisations, publish_charter
+from broker.service import clients, organisations, publish_charter
 from charter import service as charters
 from charter.document import CharterInvalidError
 from common import migrations
@@ -149,7 +149,9 @@ def citizen_close(email: str) -> None:
     `tiers citizen erase-due` (run by the beat) once the recipients have been told."""
     try:
         with unit_of_work() as session:
-            closing.close_account(session, accounts.find_open(session, email), actor="cli")
+            closing.close_account(
+                session, accounts.find_open(session, email, lock=True), actor="cli"
+            )
     except DomainError as exc:
         _fail(email, exc)
     click.echo(f"the account of {email} is closed")
@@ -160,10 +162,9 @@ def citizen_close(email: str) -> None:
 def citizen_erase_due() -> None:
     """Erase what closed accounts left, where their withdrawals are settled (what the beat
     runs every ten minutes; the embedded default has no beat)."""
-    with unit_of_work() as session:
-        erased = erasure.erase_closed_accounts(
-            session, grace=current_app.config["ACCOUNT_ERASURE_GRACE"]
-        )
+    from broker.tasks import erase_closed_accounts
+
+    erased = erase_closed_accounts.apply().get()
     click.echo(f"{erased} closed account(s) erased")
 
 
@@ -427,21 +428,11 @@ def auditor() -> None:
 @with_appcontext
 def auditor_add(email: str, organisation: str | None) -> None:
     """Let the portal account with this e-mail read the access log (it signs up first)."""
-    from sqlalchemy import select
-
     from audit.service import browse
-    from common.errors import NotFoundError
-    from consent.accounts import normalize_email
-    from consent.models import Citizen
 
     try:
         with unit_of_work() as session:
-            found = session.scalar(select(Citizen).where(Citizen.email == normalize_email(email)))
-            if found is None:
-                raise NotFoundError(
-                    "No portal account has this address: the person signs up first.",
-                    fields={"email": ["No account with this address."]},
-                )
+            found = accounts.find_open(session, email)
             if organisation is not None:
                 organisations.get_organisation_by_slug(session, organisation)
             browse.add_auditor(

@@ -5,6 +5,7 @@ Importing common.outbox registers the outbox relay task with the worker.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from celery import shared_task
@@ -14,6 +15,8 @@ from broker.service import credentials, datasets, erasure, notices, outbound, to
 from common import outbox as _outbox  # noqa: F401  (registers common.relay_outbox)
 from common.db import unit_of_work
 from common.keyring import app_keyring
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="broker.revoke_for_consent", acks_late=True, ignore_result=True)
@@ -32,11 +35,22 @@ def revoke_for_subject(subject_id: str) -> int:
 
 @shared_task(name="broker.erase_closed_accounts", acks_late=True, ignore_result=True)
 def erase_closed_accounts() -> int:
-    """Erase what closed accounts left once their withdrawals are settled."""
+    """Erase what closed accounts left once their withdrawals are settled: one transaction
+    per account, so one that fails holds up no other (it is tried again next round)."""
     with unit_of_work() as session:
-        return erasure.erase_closed_accounts(
-            session, grace=current_app.config["ACCOUNT_ERASURE_GRACE"]
-        )
+        due = erasure.due(session)
+    erased = 0
+    for citizen_id in due:
+        try:
+            with unit_of_work() as session:
+                outcome = erasure.settle(
+                    session, citizen_id, grace=current_app.config["ACCOUNT_ERASURE_GRACE"]
+                )
+        except Exception:
+            log.exception("closed account %s: not settled this round", citizen_id)
+            continue
+        erased += outcome == "erased"
+    return erased
 
 
 @shared_task(name="broker.purge_replay_cache", acks_late=True, ignore_result=True)
@@ -111,8 +125,6 @@ def ingest_aggregates(force: bool = False) -> int:
     """Queue the staging of every (dataset, purpose) of an active aggregate grant whose
     dataset is due for a refresh (or all of them with `force`): one task each, so a holder
     that is down delays only its own datasets. Returns how many were queued."""
-    import logging
-
     from anonymize import service as releases
     from broker.service import ingestion
     from common.clock import utcnow
@@ -134,7 +146,7 @@ def ingest_aggregates(force: bool = False) -> int:
             )
             queued += 1
         except Exception:  # eager mode raises the target's own failure: the others still run
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "ingestion of %s for %s failed",
                 target.dataset_id,
                 target.purpose_id,

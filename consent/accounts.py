@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -127,7 +127,7 @@ def authenticate(
             reason="rate_limited",
         )
         return SignIn(None, "rate_limited", int(limit.window.total_seconds()))
-    citizen = session.scalar(select(Citizen).where(Citizen.email == email))
+    citizen = open_account(session, email)
     if citizen is None:
         _verify(_DUMMY_HASH, password)  # unknown accounts must not answer faster
     if citizen is None or not _verify(citizen.password_hash, password):
@@ -203,7 +203,8 @@ _LIVE = (
         Citizen.language,
     )
     .join(Citizen, Citizen.id == CitizenSession.citizen_id)
-    .where(CitizenSession.token_hash == bindparam("token_hash"))
+    # A session that a sign-in racing the account's closing opened is dead all the same.
+    .where(CitizenSession.token_hash == bindparam("token_hash"), Citizen.closed_at.is_(None))
 )
 _SLIDE = (
     update(CitizenSession)
@@ -252,30 +253,54 @@ def set_language(session: Session, citizen_id: uuid.UUID, language: str) -> None
         citizen.language = language
 
 
-def find_open(session: Session, email: str) -> Citizen:
-    """The open account with this address (the operator's way in); NotFoundError if none."""
-    citizen = session.scalar(
-        select(Citizen).where(Citizen.email == normalize_email(email)).with_for_update()
-    )
-    if citizen is None or citizen.closed_at is not None:
-        raise NotFoundError("No open account has this address.")
+def open_account(session: Session, email: str, *, lock: bool = False) -> Citizen | None:
+    """The open account with this address, or None: a closed account has no address."""
+    query = select(Citizen).where(Citizen.email == normalize_email(email))
+    citizen = session.scalar(query.with_for_update() if lock else query)
+    return citizen if citizen is not None and citizen.closed_at is None else None
+
+
+def find_open(session: Session, email: str, *, lock: bool = False) -> Citizen:
+    """`open_account`, for the committee's and the operator's commands: NotFoundError if
+    there is none."""
+    citizen = open_account(session, email, lock=lock)
+    if citizen is None:
+        raise NotFoundError(
+            "No portal account has this address: the person signs up first.",
+            fields={"email": ["No account with this address."]},
+        )
     return citizen
 
 
-def closed_awaiting_erasure(session: Session, *, closed_before: datetime) -> list[Citizen]:
-    """Closed accounts not erased yet, closed before `closed_before`, rows locked."""
+def closed_awaiting_erasure(session: Session) -> list[uuid.UUID]:
+    """The ids of closed accounts not erased yet, oldest closing first."""
     return list(
         session.scalars(
-            select(Citizen)
-            .where(
-                Citizen.closed_at.is_not(None),
-                Citizen.closed_at < closed_before,
-                Citizen.erased_at.is_(None),
-            )
+            select(Citizen.id)
+            .where(Citizen.closed_at.is_not(None), Citizen.erased_at.is_(None))
             .order_by(Citizen.closed_at)
-            .with_for_update(skip_locked=True)
         )
     )
+
+
+def lock_closed(session: Session, citizen_id: uuid.UUID) -> Citizen | None:
+    """This closed, not yet erased account, row locked; None if it is not one, or if another
+    run of the erasure sweep holds it."""
+    return session.scalar(
+        select(Citizen)
+        .where(
+            Citizen.id == citizen_id,
+            Citizen.closed_at.is_not(None),
+            Citizen.erased_at.is_(None),
+        )
+        .with_for_update(skip_locked=True)
+    )
+
+
+def erased(session: Session, subject_id: uuid.UUID) -> bool:
+    """Whether this citizen's account was closed and erased."""
+    found = session.scalar(select(Citizen.erased_at).where(Citizen.subject_id == subject_id))
+    return found is not None
 
 
 def scrub(session: Session, citizen: Citizen) -> None:

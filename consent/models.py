@@ -54,7 +54,7 @@ class Citizen(HasId, Base):
 
     A closed account keeps its row (consent records point at its subject id, as proof of what
     was consented) but no longer its address or password: `closed_at` says when, `erased_at`
-    when the erasure sweep shredded the rest (accounts.close_account).
+    when the erasure sweep shredded the rest (consent.closing, broker.service.erasure).
     """
 
     __tablename__ = "citizen"

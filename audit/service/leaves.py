@@ -292,8 +292,11 @@ def append(
         written = _write(session, known, swap=True, **what)
         if written is not None:
             return written
-    written = _write(session, _lock_subject(session, lookup, subject_id), **what)
-    assert written is not None  # noqa: S101 (a locked chain is always written)
+    keys = _lock_subject(session, lookup, subject_id)
+    if keys is None:  # erased: nothing about them becomes linkable or readable again
+        what["body"] = None
+    written = _write(session, keys, **what)
+    assert written is not None  # noqa: S101 (a locked chain, or none, is always written)
     return written
 
 
@@ -400,11 +403,12 @@ def _write(
     return entry_id
 
 
-def _lock_subject(session: Session, lookup: str, subject_id: uuid.UUID) -> _Keys:
+def _lock_subject(session: Session, lookup: str, subject_id: uuid.UUID) -> _Keys | None:
     """The subject's keys and chain end, row locked until commit; created on first use.
 
-    An erased subject who appears again gets new keys and a new chain: the old tag stays
-    unlinkable, since nothing connects the two.
+    None for an erased subject: what is still logged about them after their erasure (a late
+    task, a reuser introspecting a revoked token) is written with no subject tag and no
+    detail, so their erasure is never undone by a new key.
     """
     connection = session.connection()
     row = connection.execute(_LOCK_SUBJECT, {"lookup": lookup}).first()
@@ -427,7 +431,7 @@ def _lock_subject(session: Session, lookup: str, subject_id: uuid.UUID) -> _Keys
         # Another transaction made it first (and holds it until it commits): wait for it.
         row = connection.execute(_LOCK_SUBJECT, {"lookup": lookup}).one()
     if row.tag is None or row.tag_key is None or row.data_key is None:
-        return _new_keys(lookup, subject_id)
+        return None  # erased (erase_subject clears the three together)
     return _Keys(lookup, row.tag, row.tag_key, row.data_key, row.last_leaf_hash)
 
 

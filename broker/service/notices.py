@@ -31,7 +31,7 @@ from broker.service import outbound
 from common.clock import as_utc, utcnow
 from common.errors import ConflictError, NotFoundError
 from common.keyring import Keyring, sign
-from consent import links
+from consent import accounts, links
 from consent.models import Consent, ConsentStatus
 
 WITHDRAWN = "consent.withdrawn"
@@ -214,6 +214,10 @@ def retry(session: Session, notice_id: uuid.UUID, *, actor: str) -> Notice:
         raise NotFoundError("No such notice.")
     if notice.status is not NoticeStatus.DEAD:
         raise ConflictError("Only a dead notice can be retried.")
+    if accounts.erased(session, notice.subject_id):
+        # Their link (the holder's identifier) and their log's keys are gone: nothing could
+        # name them to the recipient, and logging the attempt must not undo the erasure.
+        raise ConflictError("The citizen's account was erased: this notice can no longer be sent.")
     notice.status, notice.attempts, notice.next_attempt_at = NoticeStatus.PENDING, 0, utcnow()
     audit.append(
         session, event="broker:notice:retry", actor=actor, detail={"notice": str(notice.id)}

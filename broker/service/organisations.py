@@ -26,8 +26,7 @@ from charter import service as charters
 from charter.document import CharterDocument
 from common.clock import utcnow
 from common.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from consent.accounts import normalize_email
-from consent.models import Citizen
+from consent import accounts
 
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")  # the charter's ids for named reusers
 MAX_SLUG, MAX_NAME, MAX_URI = 64, 200, 500
@@ -325,7 +324,7 @@ def add_committee_member(
 ) -> CommitteeMember:
     """Let the portal account with this e-mail use the admin pages. Idempotent;
     NotFoundError when no account has this address (the person signs up first)."""
-    citizen = _citizen_by_email(session, email)
+    citizen = accounts.find_open(session, email)
     member = session.scalar(select(CommitteeMember).where(CommitteeMember.citizen_id == citizen.id))
     if member is not None:
         return member
@@ -341,16 +340,6 @@ def add_committee_member(
         detail={"member": str(member.id)},
     )
     return member
-
-
-def _citizen_by_email(session: Session, email: str) -> Citizen:
-    citizen = session.scalar(select(Citizen).where(Citizen.email == normalize_email(email)))
-    if citizen is None:
-        raise NotFoundError(
-            "No portal account has this address: the person signs up first.",
-            fields={"email": ["No account with this address."]},
-        )
-    return citizen
 
 
 def get_committee_member(session: Session, citizen_id: uuid.UUID) -> CommitteeMember | None:
@@ -381,7 +370,7 @@ def add_member(
     ConflictError when the account already acts for another organisation (one per account,
     so that every page it sees belongs to one party); ForbiddenError for a suspended one.
     """
-    citizen = _citizen_by_email(session, email)
+    citizen = accounts.find_open(session, email)
     organisation = get_organisation_by_slug(session, organisation_slug)
     if organisation.suspended_at is not None:
         raise ForbiddenError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -179,10 +180,10 @@ def test_iat_issue_prints_a_token_that_registers_once(run, session, lab):
     assert run("iat", "issue", "energy-lab", "--hours", "0").exit_code == 2
 
 
-def test_citizen_close_needs_an_open_account_and_confirmation(run, session, charter):
+def test_citizen_close_needs_an_open_account_and_confirmation(run, app, session, charter):
     refused = run("citizen", "close", "nobody@example.org", "--yes")
     assert refused.exit_code == 1
-    assert "No open account has this address" in refused.stderr
+    assert "signs up first" in refused.stderr
     citizen = accounts.sign_up(session, email="ana@example.org", password=PASSWORD)
     session.commit()
     unconfirmed = run("citizen", "close", "ana@example.org")  # no --yes, no answer: aborted
@@ -194,4 +195,8 @@ def test_citizen_close_needs_an_open_account_and_confirmation(run, session, char
     session.refresh(citizen)
     assert citizen.closed_at is not None
     assert run("citizen", "close", "ana@example.org", "--yes").exit_code == 1  # once
-    assert run("citizen", "erase-due").stdout.strip() == "0 closed account(s) erased"
+    assert run("citizen", "erase-due").stdout.strip() == "0 closed account(s) erased"  # grace
+    app.config["ACCOUNT_ERASURE_GRACE"] = timedelta(0)
+    assert run("citizen", "erase-due").stdout.strip() == "1 closed account(s) erased"
+    session.refresh(citizen)
+    assert citizen.erased_at is not None

@@ -13,12 +13,15 @@ from anonymize.models import Contribution
 from audit import service as audit
 from audit.models import AuditorAccount
 from audit.service import browse
-from broker.models import CommitteeMember, Grant, Notice, NoticeStatus
-from broker.service import erasure
+from broker.models import CommitteeMember, Grant, Notice, NoticeStatus, Token
+from broker.service import erasure, organisations, tokens
 from common.clock import frozen, utcnow
+from common.errors import NotFoundError
+from common.keyring import app_keyring
+from common.outbox import OutboxMessage
 from consent import accounts, closing, links
 from consent.models import ConsentStatus, HolderLink
-from tests.conftest import PASSWORD
+from tests.conftest import ISSUER, PASSWORD
 from tests.consent.test_service import give
 
 GRACE = timedelta(hours=1)
@@ -62,10 +65,13 @@ def left_of(session, citizen):
 
 
 def sweep(session, *, after=GRACE + timedelta(minutes=1), grace=GRACE):
+    """One round of broker.erase_closed_accounts, `after` from now: how many were erased."""
+    outcomes = []
     with frozen(utcnow() + after):
-        erased = erasure.erase_closed_accounts(session, grace=grace)
-    session.commit()
-    return erased
+        for citizen_id in erasure.due(session):
+            outcomes.append(erasure.settle(session, citizen_id, grace=grace))
+            session.commit()
+    return outcomes.count("erased")
 
 
 def test_a_closed_account_is_erased_after_the_grace_period_and_only_once(session, ana):
@@ -125,13 +131,20 @@ def test_a_pending_notice_holds_the_erasure_until_it_is_settled(session, ana, ma
 
 def test_a_withdrawal_still_in_the_outbox_holds_the_erasure(session, ana):
     closing.close_account(session, ana, actor="cli")
-    session.flush()  # not committed: nothing relayed yet, the withdrawal is still on its way
+    session.flush()  # not committed: nothing relayed yet
+    # Only the consent's withdrawal is still on its way (its grants not yet revoked).
+    pending = session.scalars(select(OutboxMessage).where(OutboxMessage.delivered_at.is_(None)))
+    for message in pending:
+        if message.topic != "consent.withdrawn":
+            message.delivered_at = utcnow()
+    session.flush()
     with frozen(utcnow() + GRACE * 2):
         assert erasure.still_telling(session, ana.subject_id)
-        assert erasure.erase_closed_accounts(session, grace=GRACE) == 0
+        assert erasure.settle(session, ana.id, grace=GRACE) == "waiting"
+    assert ana.erased_at is None
 
 
-def test_a_consent_given_while_the_account_closed_is_withdrawn_before_any_erasure(
+def test_a_consent_given_while_the_account_closed_is_withdrawn_at_the_next_round(
     session, charter, ana
 ):
     closing.close_account(session, ana, actor="cli")
@@ -139,33 +152,74 @@ def test_a_consent_given_while_the_account_closed_is_withdrawn_before_any_erasur
     raced = give(session, charter, "energy-observatory", subject_id=ana.subject_id)
     session.commit()
 
-    assert sweep(session) == 0  # withdrawn now, and told, before anything is erased
-    assert raced.status is ConsentStatus.WITHDRAWN
+    assert sweep(session, after=timedelta(minutes=10)) == 0  # within the grace period...
+    assert raced.status is ConsentStatus.WITHDRAWN  # ...but withdrawn at once, and told
     assert raced.events[-1].method == "account_closed"
     assert sweep(session) == 1
 
 
-def test_closing_revokes_the_grants_that_act_for_the_citizen(session, ana, make_client):
-    app_client = make_client("reuser").model
-    grant = Grant(
-        client=app_client,
-        client_pk=app_client.id,
-        code_id=None,
-        subject_id=ana.subject_id,
-        scope="consent:read",
-        authorization_details=[],
-        consent_ids=[],  # rests on no consent: a withdrawal alone would not reach it
-        audience="https://tiers.example/api",
-        dpop_jkt=None,
-        revoked_at=None,
-        revoked_reason=None,
-    )
-    session.add(grant)
+def test_what_is_logged_about_an_erased_citizen_names_no_one(session, ana):
+    closing.close_account(session, ana, actor="cli")
     session.commit()
+    assert sweep(session) == 1
+    placeholder = ana.email
+    # Someone tries the closed account's placeholder; a late task revokes again.
+    refused = accounts.authenticate(
+        session,
+        email=placeholder,
+        password=PASSWORD,
+        client="198.51.100.1",
+        limit=accounts.RateLimit(5, timedelta(minutes=15)),
+    )
+    assert refused.refusal == "bad_credentials"
+    tokens.revoke_for_subject(session, str(ana.subject_id))
+    session.commit()
+    assert audit.subject_tag(session, ana.subject_id) is None
+    assert audit.entries_for_subject(session, ana.subject_id) == []
+    with pytest.raises(NotFoundError):  # nor can a role bring the account back
+        organisations.add_committee_member(session, placeholder)
+
+
+def test_closing_revokes_the_grants_that_act_for_the_citizen_and_theirs_only(
+    session, charter, ana, make_client, client
+):
+    app_client = make_client("reuser").model
+    other = accounts.sign_up(session, email="bo@example.org", password=PASSWORD)
+    session.flush()
+    issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
+
+    def grant_for(subject_id):
+        grant = Grant(
+            id=uuid.uuid4(),
+            client=app_client,
+            client_pk=app_client.id,
+            code_id=None,
+            subject_id=subject_id,
+            scope="consent:read",
+            authorization_details=[],
+            consent_ids=[],  # rests on no consent: a withdrawal alone would not reach it
+            audience=f"{ISSUER}/api",
+            dpop_jkt=None,
+            revoked_at=None,
+            revoked_reason=None,
+        )
+        session.add(grant)
+        body = tokens.issue(session, grant, issuer, refresh=True, grant_type="authorization_code")
+        session.commit()
+        return grant, {"Authorization": f"Bearer {body['access_token']}"}
+
+    mine, my_bearer = grant_for(ana.subject_id)
+    theirs, their_bearer = grant_for(other.subject_id)
+    assert client.get("/api/v1/consents", headers=my_bearer).status_code == 200
 
     closing.close_account(session, ana, actor="cli")
     session.commit()  # eager Celery: consent.account_closed reaches broker.revoke_for_subject
 
-    session.refresh(grant)
-    assert grant.revoked_at is not None
-    assert grant.revoked_reason == "account_closed"
+    session.refresh(mine)
+    session.refresh(theirs)
+    assert mine.revoked_reason == "account_closed"
+    left = select(func.count()).where(Token.grant_id == mine.id, Token.revoked_at.is_(None))
+    assert session.scalar(left) == 0  # the refresh token too
+    assert client.get("/api/v1/consents", headers=my_bearer).status_code == 401
+    assert theirs.revoked_at is None
+    assert client.get("/api/v1/consents", headers=their_bearer).status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from consent import accounts
 from consent.models import Citizen, Consent, ConsentStatus
 from tests.conftest import PASSWORD, form_csrf
 from tests.consent.test_api import give
@@ -61,11 +62,24 @@ def test_a_wrong_or_missing_password_changes_nothing(citizen, charter, session):
     assert citizen.client.get("/me").status_code == 200
 
 
-def test_the_right_password_closes_the_account_and_signs_the_browser_out(
-    citizen, other_citizen, charter, session
+def test_the_right_password_closes_the_account_and_ends_every_session(
+    app, citizen, other_citizen, charter, session
 ):
     give(citizen, charter)
     give(other_citizen, charter)
+    account = session.scalar(select(Citizen).where(Citizen.subject_id == citizen.subject_id))
+    token = accounts.start_session(
+        session,
+        account,
+        policy=accounts.SessionPolicy(
+            app.config["CITIZEN_SESSION_IDLE"], app.config["CITIZEN_SESSION_MAX"]
+        ),
+    )
+    session.commit()
+    phone = app.test_client()  # the same citizen, signed in on another device
+    with phone.session_transaction() as browser:
+        browser["sid"] = token
+    assert phone.get("/me").status_code == 200
     response = close(citizen)
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/")
@@ -74,6 +88,8 @@ def test_the_right_password_closes_the_account_and_signs_the_browser_out(
     closed = session.scalar(select(Citizen).where(Citizen.subject_id == citizen.subject_id))
     assert closed is not None
     assert closed.closed_at is not None
+    refused = phone.get("/me")  # every session of the account ended, not only this browser's
+    assert refused.status_code == 302
     me = citizen.client.get("/me")
     assert me.status_code == 302
     assert "/sign-in" in me.headers["Location"]

@@ -275,3 +275,70 @@ def test_the_committee_sees_dead_letters_and_sends_them_again(
     assert notice.status is NoticeStatus.DELIVERED
     outsider = sign_in(app, session)
     assert outsider.client.get("/admin/notices").status_code == 403
+
+
+def test_a_closed_account_is_erased_only_once_its_holder_was_told_by_the_link(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    territory: Territory,
+    receiver: Receiver,
+    served_citizen: tuple[Citizen, str],
+    oauth_headers: Any,
+) -> None:
+    from datetime import timedelta
+
+    from broker.service import erasure
+    from common.clock import frozen, utcnow
+    from consent import closing
+    from consent.models import Citizen as Account
+    from consent.models import HolderLink
+
+    citizen, _ = served_citizen
+    account = session.scalars(select(Account).where(Account.subject_id == citizen.subject_id)).one()
+    closing.close_account(session, account, actor="test")
+    session.commit()
+    # The relay handed the withdrawal to Celery, and the worker was lost before it planned the
+    # notices: the outbox message is delivered, and no notice exists.
+    for notice in session.scalars(select(Notice)).all():
+        session.delete(notice)
+    session.commit()
+
+    def sweep() -> str:
+        with frozen(utcnow() + timedelta(hours=2)):
+            (citizen_id,) = erasure.due(session)
+            outcome = erasure.settle(session, citizen_id, grace=timedelta(hours=1))
+        session.commit()
+        return outcome
+
+    receiver.status = 500  # the reuser's service is down for a while
+    assert sweep() == "waiting"  # the sweep planned them again, and they are pending
+    planned = session.scalars(select(Notice)).all()
+    assert {(n.recipient_role, n.status) for n in planned} == {
+        ("holder", NoticeStatus.PENDING),
+        ("reuser", NoticeStatus.PENDING),
+    }
+    for notice in planned:
+        deliver_notice.apply(args=[str(notice.id)])
+    session.expire_all()
+    statuses = {n.recipient_role: n.status for n in session.scalars(select(Notice))}
+    assert statuses == {"holder": NoticeStatus.DELIVERED, "reuser": NoticeStatus.PENDING}
+    app.config["NOTICE_MAX_ATTEMPTS"] = 1
+    assert sweep() == "waiting"  # the reuser's notice is still pending
+    reuser_notice = session.scalars(select(Notice).where(Notice.recipient_role == "reuser")).one()
+    deliver_notice.apply(args=[str(reuser_notice.id)])  # dead now: settled for the sweep
+    assert sweep() == "erased"
+
+    import requests
+
+    # Once at the closing (the notice the lost worker's run had sent), once planned again by
+    # the sweep: both name the citizen by the meter their link kept.
+    received = requests.get(f"{territory.holder.url}/webhooks/received", timeout=5).json()
+    assert [r["notice"]["subject"] for r in received["notices"]] == [citizen.meter] * 2
+    links = select(HolderLink).where(HolderLink.subject_id == citizen.subject_id)
+    assert session.scalars(links).all() == []
+    # The dead notice cannot be retried: nothing could name the citizen any more.
+    committee = oauth_headers("committee", "admin", category=None)
+    retried = client.post(f"/api/v1/admin/notices/{reuser_notice.id}/retry", headers=committee)
+    assert retried.status_code == 409
+    assert "erased" in retried.get_json()["detail"]

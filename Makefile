@@ -62,12 +62,16 @@ test: lint test-sqlite test-postgres
 demo: install translations
 	$(BIN)/tiers db upgrade
 	@# The holders start first: the seed registers the datasets each one describes at
-	@# GET /datasets (idempotent). They, and the reuser, run in the background and stop when
-	@# `tiers run` does (Ctrl-C too).
+	@# GET /datasets (idempotent). The statistics come once Tiers serves (the distributor
+	@# checks the ingestion's token against its JWKS). The holders, the server and the reuser
+	@# run in the background and stop with `make demo` (Ctrl-C).
 	TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.holders all --base-port $(HOLDERS_BASE_PORT) & holders=$$!; \
-	  trap 'kill $$holders $$reuser 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	  trap 'kill $$holders $$reuser $$server 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	  TIERS_ISSUER=$(DEMO_ISSUER) TIERS_DEMO_REUSER_URL=$(REUSER_URL) \
 	    TIERS_DEMO_HOLDERS="$(DEMO_HOLDERS)" $(BIN)/tiers demo-seed || exit 1; \
+	  TIERS_ISSUER=$(DEMO_ISSUER) $(BIN)/tiers run --host 127.0.0.1 --port $(PORT) & server=$$!; \
+	  TIERS_ISSUER=$(DEMO_ISSUER) $(BIN)/tiers demo-statistics \
+	    || echo "No demo statistics this time: the observatory's pages start empty."; \
 	  echo ""; \
 	  echo "Tiers demo territory: $(DEMO_ISSUER)/"; \
 	  echo "Demo reuser EcoWatt Conseil (PAR + PKCE + private_key_jwt + DPoP): $(REUSER_URL)/"; \
@@ -78,7 +82,7 @@ demo: install translations
 	  echo "Observatory member (its releases at $(DEMO_ISSUER)/statistics/releases): observatoire@demo.tiers.local"; \
 	  echo ""; \
 	  TIERS_URL=$(DEMO_ISSUER) $(BIN)/python -m examples.reuser.app --port $(REUSER_PORT) & reuser=$$!; \
-	  TIERS_ISSUER=$(DEMO_ISSUER) $(BIN)/tiers run --host 127.0.0.1 --port $(PORT)
+	  wait $$server
 
 bench: install services
 	$(BIN)/python bench/consent_writes.py

@@ -331,6 +331,19 @@ def beat(args: tuple[str, ...]) -> None:
     celery_app.start(["beat", "--loglevel=INFO", *args])
 
 
+@main.command("demo-statistics")
+@click.option("--panel", "size", default=300, show_default=True, help="Residents in the panel.")
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for Tiers.")
+@with_appcontext
+def demo_statistics(size: int, wait: float) -> None:
+    """Give the demo observatory something to show, once Tiers is serving: a panel of
+    residents consenting to it, their daily energy ingested, one release (idempotent)."""
+    from broker import demo_statistics as demo
+
+    for line in demo.statistics(size=size, wait=wait):
+        click.echo(line)
+
+
 @main.command("demo-seed")
 @click.option("--charter", "charter_path", default="examples/charter.yaml")
 @with_appcontext

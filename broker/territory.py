@@ -165,9 +165,11 @@ def citizen(
     actor: str,
     recipient: str | None = REUSER,
     purpose: str = PURPOSE,
+    mode: Mode = Mode.INDIVIDUAL,
 ) -> Citizen:
     """A new account linked to `meter` at `holder` (a pairing code issued, then redeemed as
-    the holder's service would), consenting to `purpose` by `recipient` unless it is None."""
+    the holder's service would), consenting to `purpose` by `recipient` in `mode` unless
+    `recipient` is None."""
     account = accounts.sign_up(session, email=email, password=password)
     issued = links.issue_code(session, subject_id=account.subject_id, holder=holder)
     links.redeem(
@@ -176,7 +178,7 @@ def citizen(
     made = Citizen(account.subject_id, meter)
     if recipient is not None:
         made.consent_id = give_consent(
-            session, account.subject_id, recipient=recipient, purpose=purpose
+            session, account.subject_id, recipient=recipient, purpose=purpose, mode=mode
         )
     return made
 

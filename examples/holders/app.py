@@ -77,7 +77,8 @@ class Holder:
     organisation: str
     description: dict[str, str]
     datasets: Mapping[str, Dataset]
-    demo_subjects: Callable[[], list[dict[str, Any]]]
+    # A few subjects of each kind, or up to `count` of each (the demo's panel asks for more).
+    demo_subjects: Callable[[int | None], list[dict[str, Any]]]
     seed: str
 
 
@@ -343,12 +344,20 @@ def _register_routes(app: Flask) -> None:
     @app.get("/demo/subjects")
     def demo_subjects() -> Response:
         holder = _state().holder
+        raw = request.args.get("count", "1")
+        if set(request.args) - {"count"} or not raw.isdigit() or not 1 <= int(raw) <= 500:
+            return problem(
+                400,
+                "invalid-parameters",
+                "Bad Request",
+                errors={"count": ["An integer from 1 to 500; the only parameter."]},
+            )
         return _json(
             {
                 "holder": holder.name,
                 "note": "Synthetic subjects for the demo: pair one of them with a citizen "
                 "(python -m examples.holders pair ...).",
-                "subjects": holder.demo_subjects(),
+                "subjects": holder.demo_subjects(int(raw) if "count" in request.args else None),
             }
         )
 

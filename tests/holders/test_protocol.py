@@ -56,6 +56,19 @@ def test_demo_subjects_can_be_read(
     assert response.get_json()["records"][0]["prm"] == subjects[0]["prm"]
 
 
+def test_the_demo_asks_for_more_subjects_and_bad_counts_are_refused(
+    make_holder: HolderFactory,
+) -> None:
+    client = make_holder().test_client()
+    many = client.get("/demo/subjects", query_string={"count": 50}).get_json()["subjects"]
+    assert len({s["prm"] for s in many}) == 100  # 50 of each kind, all different
+    for bad in ({"count": 0}, {"count": 501}, {"count": "ten"}, {"count": 5, "district": "D01"}):
+        refused = client.get("/demo/subjects", query_string=bad)
+        assert refused.status_code == 400, bad
+        assert refused.mimetype == "application/problem+json"
+        assert "count" in refused.get_json()["errors"]
+
+
 PRM = Fleet(SEED).meter(0).prm
 
 

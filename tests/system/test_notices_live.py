@@ -447,3 +447,35 @@ def test_a_withdrawal_while_redis_is_down_is_accepted_and_noticed_when_it_return
     found = eventually(relay_until_delivered, seconds=45)
     assert territory.webhook.received_keys().count(str(found["reuser"].id)) == 1
     assert territory.holder_received()[str(found["holder"].id)]["deliveries"] == 1
+
+
+def test_a_closed_account_is_noticed_by_the_worker_then_erased(
+    live_app: Flask, territory: Territory
+) -> None:
+    from audit import service as audit
+    from broker.service import erasure
+    from consent import closing
+    from consent.models import Citizen, HolderLink
+
+    subject_id, consent_id = territory.served_citizen()
+    with live_app.app_context(), unit_of_work() as session:
+        account = session.scalars(select(Citizen).where(Citizen.subject_id == subject_id)).one()
+        closing.close_account(session, account, actor="test")
+        account_id = account.id
+    # The worker withdraws through the outbox: both recipients are told, the holder by meter.
+    found = eventually(lambda: _delivered(live_app, consent_id), seconds=20)
+    notice = territory.holder_received()[str(found["holder"].id)]["notice"]
+    assert notice["consent"] == str(consent_id)
+
+    def settled() -> str:
+        with live_app.app_context(), unit_of_work() as session:
+            return erasure.settle(session, account_id, grace=timedelta(0))
+
+    # The account's own outbox message (grant revocation) may still be on its way.
+    assert eventually(lambda: settled() == "erased", seconds=20)
+    with live_app.app_context():
+        session = get_session()
+        assert audit.subject_tag(session, subject_id) is None
+        linked = session.scalars(select(HolderLink).where(HolderLink.subject_id == subject_id))
+        assert linked.all() == []
+        session.close()

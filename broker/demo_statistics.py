@@ -1,0 +1,136 @@
+"""The demo's statistics: a panel of residents linked to the demo electricity distributor's
+meters who consented to the energy observatory, their daily energy ingested as the beat would,
+and one release of the observatory, so that its pages show a map from the first visit.
+
+Run once Tiers serves its JWKS: the distributor checks the ingestion's token against it.
+`make demo` runs `tiers demo-statistics` right after starting the server. Idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+from urllib import request as urlrequest
+from urllib.error import URLError
+
+from flask import current_app
+from sqlalchemy import select
+
+from anonymize import service as releases
+from anonymize.models import Release
+from broker import territory
+from broker.demo import (
+    DEMO_OBSERVATORY_MEMBER,
+    DEMO_PASSWORD,
+    OBSERVATORY_PURPOSE,
+    OBSERVATORY_SLUG,
+)
+from broker.models import Dataset, Organisation
+from broker.service import datasets, ingestion, organisations
+from common.db import unit_of_work
+from consent import accounts
+from consent.models import Mode
+
+PANEL_SIZE = 300  # about 15 a district: most cells clear the charter's minimum cohort
+PANEL_EMAIL = "habitant-{:03d}@demo.tiers.local"
+DAILY_ENERGY = "energy.electricity.daily"
+PANEL_RECIPIENT = "public_service"  # the observatory's reuser category in the demo charter
+FIRST_QUARTER = (date(2025, 1, 1), date(2025, 4, 1))  # the demo holders' data is of 2025
+DEMO_RHO = Decimal("0.1")
+
+
+def statistics(*, size: int = PANEL_SIZE, wait: float = 30.0) -> Iterator[str]:
+    """Make the panel (each resident signs up, pairs their meter and consents, as on the
+    portal), ingest their daily energy, then ask one release as the observatory's member
+    would; yields what it did. `wait`: seconds to wait for Tiers' JWKS."""
+    with unit_of_work() as session:
+        dataset = session.scalar(
+            select(Dataset).where(Dataset.data_category == DAILY_ENERGY, Dataset.personal)
+        )
+        if dataset is None:
+            yield "no daily electricity dataset registered: no demo statistics (start the holders)"
+            return
+        holder = datasets.as_holder(session.get_one(Organisation, dataset.holder_id))
+        base_url = dataset.endpoint_url.rsplit("/datasets/", 1)[0]
+        dataset_id = dataset.id
+        done = session.scalar(select(Release.id).where(Release.dataset_id == dataset_id))
+    if done is not None:
+        yield f"release {done} of {OBSERVATORY_SLUG} already made"
+        return
+    yield from _panel(holder, base_url, size)
+    if not _serving_jwks(wait):
+        yield f"Tiers did not answer at {current_app.config['ISSUER']}: no demo statistics"
+        return
+    ingestion_tasks = _ingest()
+    yield f"daily energy of the panel ingested ({ingestion_tasks} dataset(s))"
+    with unit_of_work() as session:
+        member = accounts.find_open(session, DEMO_OBSERVATORY_MEMBER)
+        requester = organisations.member_requester(session, member.id)
+        if requester is None:
+            yield f"{DEMO_OBSERVATORY_MEMBER} acts for no observatory: no demo release"
+            return
+        spec = releases.ReleaseSpec(
+            dataset_id=dataset_id,
+            purpose=OBSERVATORY_PURPOSE,
+            measure="mean",
+            start=FIRST_QUARTER[0],
+            end=FIRST_QUARTER[1],
+            bucket="month",
+            partition="districts",
+            rho=DEMO_RHO,
+        )
+        made, _ = releases.release(session, spec, requester, grants=ingestion.has_aggregate_grant)
+        made_id = made.id
+    yield f"release {made_id} of {OBSERVATORY_SLUG}: mean daily energy by district, 2025 Q1"
+
+
+def _panel(holder: Any, base_url: str, size: int) -> Iterator[str]:
+    """`size` residents, one per meter the distributor names for the demo."""
+    # Only the registered localhost demo holder is read (S310: no file:// here).
+    url = f"{base_url}/demo/subjects?count={(size + 1) // 2}"
+    with urlrequest.urlopen(url, timeout=10) as answer:  # noqa: S310
+        meters = [s["prm"] for s in json.loads(answer.read())["subjects"]][:size]
+    made = 0
+    for index, meter in enumerate(meters, start=1):
+        email = PANEL_EMAIL.format(index)
+        with unit_of_work() as session:
+            if accounts.open_account(session, email) is not None:
+                continue
+            territory.citizen(
+                session,
+                holder,
+                meter,
+                email=email,
+                password=DEMO_PASSWORD,
+                actor="demo",
+                recipient=PANEL_RECIPIENT,
+                purpose=OBSERVATORY_PURPOSE,
+                mode=Mode.AGGREGATE,
+            )
+        made += 1
+    yield f"panel: {made} resident(s) linked to a meter and consenting ({len(meters)} in all)"
+
+
+def _serving_jwks(wait: float) -> bool:
+    """Whether Tiers answers at its issuer within `wait` seconds."""
+    url = f"{current_app.config['ISSUER'].rstrip('/')}/.well-known/jwks.json"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urlrequest.urlopen(url, timeout=5):  # noqa: S310 (the configured issuer)
+                return True
+        except (URLError, OSError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
+
+
+def _ingest() -> int:
+    """What the beat's `broker.ingest_aggregates` does, now, in this process."""
+    from broker.tasks import ingest_aggregates
+
+    return int(ingest_aggregates.apply(kwargs={"force": True}).get())

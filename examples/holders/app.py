@@ -78,7 +78,7 @@ class Holder:
     description: dict[str, str]
     datasets: Mapping[str, Dataset]
     # A few subjects of each kind, or up to `count` of each (the demo's panel asks for more).
-    demo_subjects: Callable[[int | None], list[dict[str, Any]]]
+    demo_subjects: Callable[..., list[dict[str, Any]]]
     seed: str
 
 

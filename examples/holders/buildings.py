@@ -344,6 +344,6 @@ def holder(seed: str) -> Holder:
             "under the Licence Ouverte 2.0.",
         },
         datasets={dataset.id: dataset for dataset in datasets},
-        demo_subjects=lambda count: demo_subjects(estate)[:count],
+        demo_subjects=lambda count=None: demo_subjects(estate)[:count],
         seed=seed,
     )

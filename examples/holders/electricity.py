@@ -328,6 +328,6 @@ def holder(seed: str) -> Holder:
             "en": "Electricity distribution system operator (demo).",
         },
         datasets={dataset.id: dataset for dataset in datasets},
-        demo_subjects=lambda count: demo_subjects(fleet, *([count] if count else [])),
+        demo_subjects=lambda count=None: demo_subjects(fleet, *([count] if count else [])),
         seed=seed,
     )

@@ -166,6 +166,6 @@ def holder(seed: str) -> Holder:
             "en": "Gas distribution system operator (demo).",
         },
         datasets={dataset.id: dataset},
-        demo_subjects=lambda count: demo_subjects(network, *([count] if count else [])),
+        demo_subjects=lambda count=None: demo_subjects(network, *([count] if count else [])),
         seed=seed,
     )

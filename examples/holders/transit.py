@@ -343,6 +343,6 @@ def holder(seed: str) -> Holder:
             "en": "Transit network: buses, shared bikes and cars, ferry.",
         },
         datasets={dataset.id: dataset},
-        demo_subjects=lambda count: demo_subjects(operator, *([count] if count else [])),
+        demo_subjects=lambda count=None: demo_subjects(operator, *([count] if count else [])),
         seed=seed,
     )

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from typing import Any
 from urllib import request as urlrequest
 from urllib.error import URLError
 
@@ -33,7 +32,8 @@ from broker.demo import (
 from broker.models import Dataset, Organisation
 from broker.service import datasets, ingestion, organisations
 from common.db import unit_of_work
-from consent import accounts
+from common.errors import DomainError
+from consent import accounts, links
 from consent.models import Mode
 
 PANEL_SIZE = 300  # about 15 a district: most cells clear the charter's minimum cohort
@@ -62,18 +62,39 @@ def statistics(*, size: int = PANEL_SIZE, wait: float = 30.0) -> Iterator[str]:
     if done is not None:
         yield f"release {done} of {OBSERVATORY_SLUG} already made"
         return
-    yield from _panel(holder, base_url, size)
+    meters = _meters(base_url, size)
+    if meters is None:
+        yield f"the distributor did not answer at {base_url}: no demo statistics"
+        return
+    yield _panel(holder, meters)
     if not _serving_jwks(wait):
         yield f"Tiers did not answer at {current_app.config['ISSUER']}: no demo statistics"
         return
-    staged = _ingest(dataset_id)
+    try:
+        staged = _ingest(dataset_id)
+    except DomainError as exc:  # the distributor went down, or answered nonsense
+        yield f"the panel's daily energy could not be ingested ({exc.detail}): no demo release"
+        return
     yield f"daily energy of the panel ingested: {staged} rows staged"
+    try:
+        made_id = _release(dataset_id)
+    except DomainError as exc:  # the budget spent by hand, the log lagging: said, not raised
+        yield f"no demo release: {exc.detail}"
+        return
+    if made_id is None:
+        yield f"{DEMO_OBSERVATORY_MEMBER} acts for no observatory: no demo release"
+        return
+    yield f"release {made_id} of {OBSERVATORY_SLUG}: the panel's households by district, 2025 Q1"
+
+
+def _release(dataset_id: uuid.UUID) -> uuid.UUID | None:
+    """The observatory's release, asked as its member would on the portal; None when the
+    member acts for no observatory. A refusal raises, and its transaction rolls back."""
     with unit_of_work() as session:
         member = accounts.find_open(session, DEMO_OBSERVATORY_MEMBER)
         requester = organisations.member_requester(session, member.id)
         if requester is None:
-            yield f"{DEMO_OBSERVATORY_MEMBER} acts for no observatory: no demo release"
-            return
+            return None
         # Households by district: a count is what a panel this size can publish precisely
         # (a mean of energy, bounded at 500 kWh a day, drowns in its own noise).
         spec = releases.ReleaseSpec(
@@ -87,16 +108,22 @@ def statistics(*, size: int = PANEL_SIZE, wait: float = 30.0) -> Iterator[str]:
             rho=DEMO_RHO,
         )
         made, _ = releases.release(session, spec, requester, grants=ingestion.has_aggregate_grant)
-        made_id = made.id
-    yield f"release {made_id} of {OBSERVATORY_SLUG}: the panel's households by district, 2025 Q1"
+        return made.id
 
 
-def _panel(holder: Any, base_url: str, size: int) -> Iterator[str]:
-    """`size` residents, one per meter the distributor names for the demo."""
+def _meters(base_url: str, size: int) -> list[str] | None:
+    """`size` meters the distributor names for the demo; None if it does not answer."""
     # Only the registered localhost demo holder is read (S310: no file:// here).
     url = f"{base_url}/demo/subjects?count={(size + 1) // 2}"
-    with urlrequest.urlopen(url, timeout=10) as answer:  # noqa: S310
-        meters = [s["prm"] for s in json.loads(answer.read())["subjects"]][:size]
+    try:
+        with urlrequest.urlopen(url, timeout=10) as answer:  # noqa: S310
+            return [s["prm"] for s in json.loads(answer.read())["subjects"]][:size]
+    except (URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _panel(holder: links.Holder, meters: list[str]) -> str:
+    """One resident per meter: an account linked to it, consenting to the observatory."""
     made = 0
     for index, meter in enumerate(meters, start=1):
         email = PANEL_EMAIL.format(index)
@@ -115,7 +142,7 @@ def _panel(holder: Any, base_url: str, size: int) -> Iterator[str]:
                 mode=Mode.AGGREGATE,
             )
         made += 1
-    yield f"panel: {made} resident(s) linked to a meter and consenting ({len(meters)} in all)"
+    return f"panel: {made} resident(s) linked to a meter and consenting ({len(meters)} in all)"
 
 
 def _serving_jwks(wait: float) -> bool:

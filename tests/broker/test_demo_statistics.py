@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from anonymize.models import Release, StagedRecord
 from broker import demo, demo_statistics
 from consent.models import Citizen, Consent, HolderLink, Mode
-from examples.holders.app import create_app
+from examples.holders.app import create_app, set_fault
 from examples.holders.tokens import TiersKeys
 from tests.conftest import ISSUER
 from tests.gateway.conftest import Late, serve
@@ -30,14 +30,19 @@ PANEL = 24
 
 
 @pytest.fixture
-def distributor(jwks_url: str, electricity_data: Any) -> Iterator[str]:
-    """The demo distributor, checking tokens against Tiers' published keys."""
+def served(jwks_url: str, electricity_data: Any) -> Iterator[tuple[str, Flask]]:
+    """The demo distributor, checking tokens against Tiers' published keys: URL and app."""
     late = Late()
     with serve(late) as url:
         late.app = create_app(
             electricity_data, tiers_url=ISSUER, resource_uri=url, keys=TiersKeys(jwks_url)
         )
-        yield url
+        yield url, late.app
+
+
+@pytest.fixture
+def distributor(served: tuple[str, Flask]) -> str:
+    return served[0]
 
 
 def statistics(app: Flask, **kw: Any) -> list[str]:
@@ -96,3 +101,25 @@ def test_without_a_distributor_or_a_served_tiers_it_says_so(
     lines = statistics(app, size=2, wait=0)  # nothing answers at the test's issuer
     assert lines[-1] == f"Tiers did not answer at {ISSUER}: no demo statistics"
     assert count(session, select(Release)) == 0
+
+
+def test_a_distributor_that_fails_is_said_and_nothing_is_released(
+    app: Flask,
+    session: Session,
+    tmp_path: Path,
+    served: tuple[str, Flask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, holder_app = served
+    with app.app_context():
+        list(demo.seed(CHARTER, instance_dir=tmp_path, holder_urls=[url], wait=5))
+    monkeypatch.setattr(demo_statistics, "_serving_jwks", lambda wait: True)
+    set_fault(holder_app, "down")
+    assert statistics(app, size=2, wait=0) == [
+        f"the distributor did not answer at {url}: no demo statistics"
+    ]
+    set_fault(holder_app, "malformed:json")  # names its meters, then sends half a page
+    lines = statistics(app, size=2, wait=0)
+    assert lines[-1].startswith("the panel's daily energy could not be ingested ("), lines
+    assert count(session, select(Release)) == 0
+    assert count(session, select(StagedRecord)) == 0

@@ -13,11 +13,10 @@ import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
 
+from broker import territory as builder
 from broker.models import AccessGrant
 from broker.service import datasets
-from charter import service as charters
-from consent import accounts, links
-from consent import service as consent_service
+from broker.territory import Citizen
 from consent.models import Mode
 from tests.anonymize.conftest import aggregate_grant
 from tests.conftest import PASSWORD, bearer_for
@@ -29,13 +28,6 @@ from tests.gateway.conftest import (  # noqa: F401  (fixtures: the holder served
 )
 
 PURPOSE = "energy-observatory"
-
-
-@dataclass
-class Citizen:
-    subject_id: uuid.UUID
-    meter: str
-    consent_id: uuid.UUID | None = None
 
 
 @dataclass
@@ -53,27 +45,17 @@ class Territory:
         purpose: str = PURPOSE,
     ) -> Citizen:
         """A citizen linked to `meter`, consenting (unless `recipient` is None)."""
-        account = accounts.sign_up(
-            self.session, email=f"c-{uuid.uuid4().hex[:8]}@example.org", password=PASSWORD
+        citizen = builder.citizen(
+            self.session,
+            datasets.as_holder(self.holder.organisation),
+            meter,
+            email=f"c-{uuid.uuid4().hex[:8]}@example.org",
+            password=PASSWORD,
+            actor="test",
+            recipient=recipient,
+            purpose=purpose,
+            mode=mode,
         )
-        holder = datasets.as_holder(self.holder.organisation)
-        issued = links.issue_code(self.session, subject_id=account.subject_id, holder=holder)
-        links.redeem(
-            self.session, holder=holder, code=issued.code, subject_ref=meter, actor="test"
-        ).raise_refusal()
-        citizen = Citizen(account.subject_id, meter)
-        if recipient is not None:
-            charter = charters.current(self.session)
-            citizen.consent_id = consent_service.give(
-                self.session,
-                consent_service.GiveConsent(
-                    subject_id=citizen.subject_id,
-                    purpose_id=purpose,
-                    terms_hash=charter.row.terms_hashes[purpose],
-                    recipient_id=recipient,
-                    mode=mode,
-                ),
-            ).id
         self.session.commit()
         self.citizens.append(citizen)
         return citizen

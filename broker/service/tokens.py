@@ -598,16 +598,7 @@ def revoke_for_consent(session: Session, consent_id: str) -> int:
         .join(GrantConsent, GrantConsent.grant_id == Grant.id)
         .where(GrantConsent.consent_id == uuid.UUID(consent_id), Grant.revoked_at.is_(None))
     ).all()
-    _revoke_all(session, hit, "consent_ended")
-    if hit:
-        audit.append(
-            session,
-            event="oauth:grant:revoke",
-            actor="system",
-            reason="consent_ended",
-            detail={"consent": consent_id, "grants": len(hit)},
-        )
-    return len(hit)
+    return _revoke_all(session, hit, "consent_ended", detail={"consent": consent_id})
 
 
 def revoke_for_subject(session: Session, subject_id: str) -> int:
@@ -617,21 +608,18 @@ def revoke_for_subject(session: Session, subject_id: str) -> int:
     hit = session.scalars(
         select(Grant).where(Grant.subject_id == subject, Grant.revoked_at.is_(None))
     ).all()
-    _revoke_all(session, hit, "account_closed")
-    if hit:
-        audit.append(
-            session,
-            event="oauth:grant:revoke",
-            actor="system",
-            subject_id=subject,
-            reason="account_closed",
-            detail={"grants": len(hit)},
-        )
-    return len(hit)
+    return _revoke_all(session, hit, "account_closed", subject_id=subject)
 
 
-def _revoke_all(session: Session, grants: Sequence[Grant], reason: str) -> None:
-    """Revoke these grants and every token they issued."""
+def _revoke_all(
+    session: Session,
+    grants: Sequence[Grant],
+    reason: str,
+    *,
+    subject_id: uuid.UUID | None = None,
+    detail: dict[str, str] | None = None,
+) -> int:
+    """Revoke these grants and every token they issued, in one audit entry; how many."""
     for grant in grants:
         _revoke_grant(grant, reason)
         session.execute(
@@ -639,3 +627,13 @@ def _revoke_all(session: Session, grants: Sequence[Grant], reason: str) -> None:
             .where(Token.grant_id == grant.id, Token.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
+    if grants:
+        audit.append(
+            session,
+            event="oauth:grant:revoke",
+            actor="system",
+            subject_id=subject_id,
+            reason=reason,
+            detail={**(detail or {}), "grants": len(grants)},
+        )
+    return len(grants)

@@ -65,7 +65,8 @@ def _query() -> tuple[dict[str, str], str | None]:
 def _page_number(value: str | None) -> int:
     if value is None or value == "":
         return 1
-    if not value.isdigit() or not 1 <= int(value) <= browse.MAX_PAGE:
+    # isascii: str.isdigit() also takes "²" and "①", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= browse.MAX_PAGE:
         raise InvalidInputError(
             "No such page.", fields={"page": [_("Un numéro de page est un entier positif.")]}
         )

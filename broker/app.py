@@ -27,6 +27,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(_csrf_unless_token(csrf))
     api = http.ProblemApi(app)
     http.register_error_handlers(app)
+    http.init_guards(app)
     portal.init_app(app, str(HERE / "translations"))
 
     from audit import api as audit_api

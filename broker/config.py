@@ -61,12 +61,17 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
 def from_env(instance_path: str) -> dict[str, Any]:
     """Every setting Tiers reads, with the embedded defaults."""
     env = os.environ
+    issuer = env.get("TIERS_ISSUER", "http://127.0.0.1:5000")
     return {
         "SECRET_KEY": _secret_key(instance_path),
         "DATABASE_URL": env.get("DATABASE_URL", f"sqlite:///{instance_path}/tiers.sqlite"),
         "KEYS_DIR": env.get("TIERS_KEYS_DIR", str(Path(instance_path) / "keys")),
-        "ISSUER": env.get("TIERS_ISSUER", "http://127.0.0.1:5000"),
-        "SESSION_COOKIE_SECURE": env.get("TIERS_SECURE_COOKIES", "0") == "1",
+        "ISSUER": issuer,
+        # Served over https (the issuer says so), cookies are https-only unless told otherwise.
+        "SESSION_COOKIE_SECURE": env.get(
+            "TIERS_SECURE_COOKIES", "1" if issuer.startswith("https://") else "0"
+        )
+        == "1",
         "CELERY": celery_settings(env.get("CELERY_BROKER_URL")),
         **defaults(),
         # The log's name in its checkpoints, for ever (default: <issuer host>/tiers/audit-log).

@@ -24,6 +24,7 @@ from marshmallow import (
 from broker.models import AuthMethod, DatasetAuth, FieldType, Health, Role
 from broker.service.access import grant_state
 from broker.service.datasets import health_url
+from common.http import UtcDateTime
 
 SLUG = validate.Regexp(
     r"^[a-z0-9]+(-[a-z0-9]+)*\Z", error="A lowercase kebab-case id (e.g. energy-lab)."
@@ -526,8 +527,8 @@ class AccessRequestIn(_PathErrors):
         },
     )
     justification = fields.String(required=True, validate=validate.Length(10, 5000))
-    period_start = fields.AwareDateTime(load_default=None, allow_none=True)
-    period_end = fields.AwareDateTime(required=True)
+    period_start = UtcDateTime(load_default=None, allow_none=True)
+    period_end = UtcDateTime(required=True)
 
 
 class AccessRequestOut(Schema):
@@ -572,8 +573,8 @@ class GrantOut(Schema):
 class RecordsQuery(Schema):
     """Optional time window on the datasets' time field, half-open: [since, until)."""
 
-    since = fields.AwareDateTime(load_default=None)
-    until = fields.AwareDateTime(load_default=None)
+    since = UtcDateTime(load_default=None)
+    until = UtcDateTime(load_default=None)
 
     @validates_schema
     def _window(self, data: Mapping[str, Any], **kwargs: Any) -> None:

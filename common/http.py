@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 import flask_smorest
 import marshmallow
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
@@ -191,6 +192,82 @@ def _on_unexpected(error: Exception) -> Any:
     if wants_problem_json():
         return problem(500, "internal-error", "Something went wrong on our side.")
     return render_template("errors/http.html", status=500, name="Internal Server Error"), 500
+
+
+# --- what every answer carries, and what no input may hold ---------------------------------
+
+# No page of Tiers runs a script or loads anything from elsewhere, and none may be framed: the
+# consent screen and the withdraw buttons are clickjacking targets (OWASP).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # an authorization code never leaks in a Referer
+}
+HSTS = "max-age=31536000"
+
+
+def init_guards(app: Flask) -> None:
+    """Security headers on every answer (HSTS when cookies are https-only: the deployment
+    is https), `no-store` on what a signed-in citizen or a token holder sees, and no NUL
+    character in any input: PostgreSQL text refuses it, so it would be a 500, not a 422."""
+    app.before_request(_refuse_nul)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if app.config.get("SESSION_COOKIE_SECURE"):
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        personal = g.get("citizen") is not None or "Authorization" in request.headers
+        if personal and "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def _refuse_nul() -> None:
+    if request.path.startswith("/oauth/"):
+        return  # OAuth endpoints answer in their RFCs' own error format, and check for it
+    found = [f"query.{k}" for k, v in request.args.items(multi=True) if "\x00" in k + v]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        found += [k for k, v in request.form.items(multi=True) if "\x00" in k + v]
+    if request.is_json:
+        found += _nul_paths(request.get_json(silent=True), "")
+    if found:
+        raise InvalidInputError(
+            "Text must not contain NUL characters.",
+            fields={path or "body": ["Must not contain NUL characters."] for path in found},
+        )
+
+
+def _nul_paths(value: Any, path: str) -> list[str]:
+    """Where a JSON document holds a NUL character, as field paths (`a.b[2]`)."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _nul_paths(item, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found += [where] if "\x00" in str(key) else _nul_paths(item, where)
+        return found
+    return []
+
+
+class UtcDateTime(marshmallow.fields.AwareDateTime):
+    """An aware date-time read as UTC; one at the edge of the calendar that UTC cannot hold
+    (9999-12-31T23:59:59-14:00) is a field error, not an OverflowError."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise marshmallow.ValidationError("Not a time UTC can hold.") from exc
 
 
 def register_error_handlers(app: Flask) -> None:

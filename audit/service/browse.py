@@ -115,9 +115,10 @@ def _moment(value: str, *, end: bool) -> datetime:
             moment = datetime.combine(day, time(), tzinfo=UTC)
             return moment + timedelta(days=1) if end else moment
         parsed = datetime.fromisoformat(value)
+        # 9999-12-31T23:59:59-14:00 parses, and UTC cannot hold it: OverflowError here.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise ValueError("not a date") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def parse_filters(session: Session, raw: Mapping[str, str], directory: Directory | None) -> Filters:

@@ -101,6 +101,9 @@ def test_unsealed_entries_say_they_are_not_yet_sealed(auditor, session, monkeypa
         ("page=-1", "page"),
         ("page=99999999999", "page"),
         ("page=2", "page"),  # past the last page
+        ("page=%C2%B2", "page"),  # "²": str.isdigit() says yes, int() says no
+        ("since=9999-12-31T23:59:59-14:00", "since"),  # parses, and UTC cannot hold it
+        ("until=0001-01-01T00:00:00%2B14:00", "until"),
     ],
 )
 def test_bad_filters_and_pages_answer_a_form_with_the_error(auditor, query, field):

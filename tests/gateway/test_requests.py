@@ -162,6 +162,13 @@ def test_bad_requests_are_refused_by_field_and_write_nothing(
         (request_body(dataset, fields={str(dataset.id): ["nope"]}), f"fields.{dataset.id}"),
         (request_body(dataset, fields={str(uuid.uuid4()): ["date"]}), None),
         ({**request_body(dataset), "extra": 1}, "extra"),
+        # They parse, and UTC cannot hold them (an OverflowError, not a 500).
+        (request_body(dataset, period_end="9999-12-31T23:59:59-14:00"), "period_end"),
+        (request_body(dataset, period_start="0001-01-01T00:00:00+14:00"), "period_start"),
+        (
+            request_body(dataset, justification="Coaching households\x00 as allowed."),
+            "justification",
+        ),
     ]
     for body, field in cases:
         answer = client.post("/api/v1/access-requests", json=body, headers=reuser)

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, current_app, request
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from broker import config
 from common import auth, db, http, portal, tasks
@@ -21,6 +22,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, instance_path=_instance_path())
     app.config.update(config.from_env(app.instance_path))
     app.config.update(overrides or {})
+    if proxies := int(app.config.get("PROXIES", 0)):
+        # X-Forwarded-For/-Proto from that many proxies, never more (werkzeug's ProxyFix).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     db.init_app(app)
     tasks.celery_init_app(app)
     csrf = CSRFProtect(app)

@@ -73,6 +73,9 @@ def from_env(instance_path: str) -> dict[str, Any]:
         )
         == "1",
         "CELERY": celery_settings(env.get("CELERY_BROKER_URL")),
+        # Reverse proxies in front of Tiers whose X-Forwarded-For/-Proto it trusts: without
+        # them, every sign-in seems to come from the proxy and one client's limit locks all.
+        "PROXIES": _count("TIERS_PROXIES", env.get("TIERS_PROXIES", "0")),
         **defaults(),
         # The log's name in its checkpoints, for ever (default: <issuer host>/tiers/audit-log).
         "AUDIT_LOG_ORIGIN": env.get("TIERS_AUDIT_LOG_ORIGIN") or None,
@@ -121,3 +124,10 @@ def defaults() -> dict[str, Any]:
         # settled (broker/service/erasure.py).
         "ACCOUNT_ERASURE_GRACE": timedelta(hours=1),
     }
+
+
+def _count(name: str, raw: str) -> int:
+    """A whole number from the environment, or a message that says which variable is wrong."""
+    if not raw.strip().isascii() or not raw.strip().isdigit():
+        raise ValueError(f"{name} must be a whole number (0 or more), not {raw!r}")
+    return int(raw)

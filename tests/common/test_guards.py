@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from broker.app import create_app
 from broker.config import from_env
 from consent.models import Citizen, SignInFailure
-from tests.conftest import PASSWORD, form_csrf
+from tests.conftest import PASSWORD, form_csrf, settings
 from tests.consent.test_api import body
 
 
@@ -93,3 +94,33 @@ def test_a_next_with_a_control_character_is_not_followed(client, session, charte
     assert signed_in.headers["Location"].endswith("/me/consents")  # the default, not `next`
     assert "X-Injected" not in signed_in.headers
     assert count(session, Citizen) == 1
+
+
+def client_tags(session):
+    session.expire_all()
+    return set(session.scalars(select(SignInFailure.client_tag)))
+
+
+@pytest.mark.parametrize(("proxies", "clients"), [(0, 1), (1, 2)])
+def test_the_sign_in_limit_counts_the_real_client_only_behind_a_trusted_proxy(
+    session_factory, session, charter, proxies, clients
+):
+    app = create_app(settings(PROXIES=proxies))
+    app.extensions["db.sessionmaker"] = session_factory
+    browser = app.test_client()
+    for forwarded in ("203.0.113.7", "198.51.100.9"):  # two people, one proxy (127.0.0.1)
+        page = browser.get("/sign-in").get_data(as_text=True)
+        refused = browser.post(
+            "/sign-in",
+            data={"csrf_token": form_csrf(page), "email": "x@example.org", "password": "bad"},
+            headers={"X-Forwarded-For": forwarded},
+        )
+        assert refused.status_code == 401
+    # Without a trusted proxy, X-Forwarded-For is anyone's to forge: it is ignored.
+    assert len(client_tags(session)) == clients
+
+
+def test_a_proxy_count_that_is_not_a_number_is_refused_by_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIERS_PROXIES", "one")
+    with pytest.raises(ValueError, match="TIERS_PROXIES must be a whole number"):
+        from_env(str(tmp_path))

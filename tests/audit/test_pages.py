@@ -18,7 +18,7 @@ from audit import service as audit
 from audit.models import AuditEntry, AuditorAccount
 from broker.cli import main
 from consent import accounts
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, form_csrf
 
 LOG, MINE, ENTRIES = "/audit/", "/me/access-log", "/api/v1/audit/entries"
 
@@ -40,17 +40,22 @@ def html(response: Any) -> str:
 
 
 def test_anonymous_visitors_are_sent_to_sign_in(client):
-    for path in (LOG, f"{LOG}export.csv", MINE, f"{MINE}/{uuid.uuid4()}/receipt"):
+    for path in (LOG, MINE, f"{MINE}/{uuid.uuid4()}/receipt"):
         response = client.get(path)
         assert response.status_code == 302, path
         assert "/sign-in" in response.headers["Location"]
+    assert client.post(f"{LOG}export.csv").status_code in (302, 403)  # no session, no token
 
 
 def test_a_citizen_who_is_not_an_auditor_is_forbidden(citizen):
-    for path in (LOG, f"{LOG}export.csv?event=x"):
-        response = citizen.client.get(path)
-        assert response.status_code == 403, path
-        assert "auditeurs" in html(response)
+    response = citizen.client.get(LOG)
+    assert response.status_code == 403
+    assert "auditeurs" in html(response)
+    exported = citizen.client.post(
+        f"{LOG}export.csv", data={"event": "x"}, headers={"X-CSRFToken": citizen.csrf}
+    )
+    assert exported.status_code == 403
+    assert "auditeurs" in html(exported)
 
 
 def test_committee_members_may_read_the_log(member, session):
@@ -126,9 +131,17 @@ def test_pages_follow_each_other_and_keep_the_filters(auditor, session):
     assert html(second).count('data-testid="audit-row"') == 1
 
 
+def export(auditor, **filters):
+    """The page's export button: its form, with the CSRF token and the page's filters."""
+    page = html(auditor.client.get(LOG, query_string=filters))
+    for name, value in filters.items():  # the form carries the page's filters
+        assert f'name="{name}" value="{value}"' in page
+    return auditor.client.post(f"{LOG}export.csv", data={"csrf_token": form_csrf(page), **filters})
+
+
 def test_the_csv_export_downloads_the_filtered_log_and_is_itself_logged(auditor, session):
     grow(session, "test:csv:a", "test:csv:b", "test:other:c")
-    response = auditor.client.get(f"{LOG}export.csv?event=test:csv")
+    response = export(auditor, event="test:csv")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
@@ -143,9 +156,19 @@ def test_the_csv_export_downloads_the_filtered_log_and_is_itself_logged(auditor,
 
 
 def test_a_bad_filter_on_the_csv_export_is_a_form_error(auditor, session):
-    response = auditor.client.get(f"{LOG}export.csv?since=soon")
+    page = html(auditor.client.get(LOG))
+    response = auditor.client.post(
+        f"{LOG}export.csv", data={"csrf_token": form_csrf(page), "since": "soon"}
+    )
     assert response.status_code == 422
     assert 'data-testid="error-since"' in html(response)
+    session.expire_all()
+    assert session.scalar(select(func.count()).where(AuditEntry.event == "audit:log:export")) == 0
+
+
+def test_the_export_cannot_be_triggered_by_a_link_or_without_the_csrf_token(auditor, session):
+    assert auditor.client.get(f"{LOG}export.csv?event=x").status_code == 405
+    assert auditor.client.post(f"{LOG}export.csv", data={"event": "x"}).status_code == 403
     session.expire_all()
     assert session.scalar(select(func.count()).where(AuditEntry.event == "audit:log:export")) == 0
 

@@ -5,11 +5,13 @@ Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis or Rabbit
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def _secret_key(instance_path: str) -> str:
@@ -80,7 +82,12 @@ def from_env(instance_path: str) -> dict[str, Any]:
         # The log's name in its checkpoints, for ever (default: <issuer host>/tiers/audit-log).
         "AUDIT_LOG_ORIGIN": env.get("TIERS_AUDIT_LOG_ORIGIN") or None,
         "AUDIT_MAX_SEAL_LAG": timedelta(seconds=float(env.get("TIERS_AUDIT_MAX_SEAL_LAG", "60"))),
-        "OUTBOUND_ALLOW_LOOPBACK": env.get("TIERS_OUTBOUND_LOOPBACK", "1") == "1",
+        # Tiers' own requests may reach the loopback only where Tiers itself is served there
+        # (the demo, a laptop): a deployment that forgets the setting is not left open.
+        "OUTBOUND_ALLOW_LOOPBACK": env.get(
+            "TIERS_OUTBOUND_LOOPBACK", "1" if _on_loopback(issuer) else "0"
+        )
+        == "1",
         "OUTBOUND_ALLOW_PRIVATE": env.get("TIERS_OUTBOUND_PRIVATE", "0") == "1",
     }
 
@@ -131,3 +138,14 @@ def _count(name: str, raw: str) -> int:
     if not raw.strip().isascii() or not raw.strip().isdigit():
         raise ValueError(f"{name} must be a whole number (0 or more), not {raw!r}")
     return int(raw)
+
+
+def _on_loopback(url: str) -> bool:
+    """Whether `url` names this machine (127.0.0.0/8, ::1 or localhost)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -39,6 +39,26 @@ def test_what_a_citizen_sees_is_never_stored_by_a_cache(citizen, charter):
         assert response.headers["Cache-Control"] == "no-store", path
 
 
+@pytest.mark.parametrize(
+    ("issuer", "loopback"),
+    [
+        ("https://tiers.example.fr", False),
+        ("http://127.0.0.1:5000", True),
+        ("http://localhost:8000", True),
+        ("http://[::1]:5000", True),
+        ("http://10.0.0.5:5000", False),
+    ],
+)
+def test_tiers_calls_the_loopback_only_where_it_is_served_itself(
+    monkeypatch, tmp_path, issuer, loopback
+):
+    monkeypatch.setenv("TIERS_ISSUER", issuer)
+    monkeypatch.delenv("TIERS_OUTBOUND_LOOPBACK", raising=False)
+    assert from_env(str(tmp_path))["OUTBOUND_ALLOW_LOOPBACK"] is loopback
+    monkeypatch.setenv("TIERS_OUTBOUND_LOOPBACK", "1")  # said explicitly: as said
+    assert from_env(str(tmp_path))["OUTBOUND_ALLOW_LOOPBACK"] is True
+
+
 def test_https_deployments_get_hsts_and_secure_cookies(app, client, charter, monkeypatch):
     monkeypatch.setenv("TIERS_ISSUER", "https://tiers.example.fr")
     monkeypatch.delenv("TIERS_SECURE_COOKIES", raising=False)

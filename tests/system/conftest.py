@@ -61,6 +61,7 @@ def worker(
         "SECRET_KEY": live_app.config["SECRET_KEY"],
         "TIERS_KEYS_DIR": live_app.config["KEYS_DIR"],
         "TIERS_ISSUER": live_app.config["ISSUER"],
+        "TIERS_OUTBOUND_LOOPBACK": "1",  # the tests' holders and webhooks are on 127.0.0.1
     }
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -117,6 +117,7 @@ class Services:
             "SECRET_KEY": config["SECRET_KEY"],
             "TIERS_KEYS_DIR": config["KEYS_DIR"],
             "TIERS_ISSUER": config["ISSUER"],
+            "TIERS_OUTBOUND_LOOPBACK": "1",  # the holder and the webhook are on 127.0.0.1
         }
         with log.open("wb") as out:
             self.worker = subprocess.Popen(

@@ -189,9 +189,8 @@ class SignedIn:
         return {"X-CSRFToken": self.csrf}
 
 
-def sign_in(app: Flask, session: Session, email: str | None = None) -> SignedIn:
-    email = email or f"citizen-{uuid.uuid4().hex[:8]}@example.org"
-    citizen = accounts.sign_up(session, email=email, password=PASSWORD)
+def browser_for(app: Flask, session: Session, citizen: Any) -> FlaskClient:
+    """A new browser with a new portal session of `citizen` (a Citizen row), committed."""
     token = accounts.start_session(
         session,
         citizen,
@@ -203,6 +202,13 @@ def sign_in(app: Flask, session: Session, email: str | None = None) -> SignedIn:
     client = app.test_client()
     with client.session_transaction() as browser:
         browser["sid"] = token
+    return client
+
+
+def sign_in(app: Flask, session: Session, email: str | None = None) -> SignedIn:
+    email = email or f"citizen-{uuid.uuid4().hex[:8]}@example.org"
+    citizen = accounts.sign_up(session, email=email, password=PASSWORD)
+    client = browser_for(app, session, citizen)
     csrf = client.get("/api/v1/me").get_json()["csrf_token"]
     return SignedIn(client, citizen.subject_id, email, csrf)
 

@@ -30,13 +30,13 @@ from broker import demo
 from broker.models import AuthMethod, Dataset, DatasetAuth, OAuthClient, Organisation
 from broker.service import access, organisations
 from common.clock import utcnow
-from consent import accounts, links
+from consent import links
 from consent.models import Citizen
 from examples.holders import NAMES, build
 from examples.holders.__main__ import read_credentials
 from examples.holders.app import create_app
 from examples.holders.pairing import Pairing, TiersClient
-from tests.conftest import ISSUER, form_csrf, sign_in
+from tests.conftest import ISSUER, browser_for, form_csrf, sign_in
 from tests.gateway.conftest import Late, serve
 
 CHARTER = Path(__file__).resolve().parents[2] / "examples" / "charter.yaml"
@@ -301,14 +301,7 @@ def test_the_observatorys_account_sees_its_statistics_under_an_aggregate_grant(
     assert requester is not None
     assert requester.organisation_id == observatory.id
     assert requester.recipients == (demo.OBSERVATORY_SLUG, "public_service")
-    policy = accounts.SessionPolicy(
-        app.config["CITIZEN_SESSION_IDLE"], app.config["CITIZEN_SESSION_MAX"]
-    )
-    token = accounts.start_session(session, citizen, policy=policy)
-    session.commit()
-    browser = app.test_client()
-    with browser.session_transaction() as cookie:
-        cookie["sid"] = token
+    browser = browser_for(app, session, citizen)
     assert browser.get("/statistics/releases").status_code == 200
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from consent import accounts
 from consent.models import Citizen, Consent, ConsentStatus
-from tests.conftest import PASSWORD, form_csrf
+from tests.conftest import PASSWORD, browser_for, form_csrf
 from tests.consent.test_api import give
 
 
@@ -68,17 +67,7 @@ def test_the_right_password_closes_the_account_and_ends_every_session(
     give(citizen, charter)
     give(other_citizen, charter)
     account = session.scalar(select(Citizen).where(Citizen.subject_id == citizen.subject_id))
-    token = accounts.start_session(
-        session,
-        account,
-        policy=accounts.SessionPolicy(
-            app.config["CITIZEN_SESSION_IDLE"], app.config["CITIZEN_SESSION_MAX"]
-        ),
-    )
-    session.commit()
-    phone = app.test_client()  # the same citizen, signed in on another device
-    with phone.session_transaction() as browser:
-        browser["sid"] = token
+    phone = browser_for(app, session, account)  # the same citizen, on another device
     assert phone.get("/me").status_code == 200
     response = close(citizen)
     assert response.status_code == 302

@@ -22,6 +22,7 @@ from broker.service import datasets
 from broker.territory import PURPOSE, REUSER, Citizen, daily_settings
 from common.clock import utcnow
 from common.keyring import app_keyring
+from consent.models import Mode
 from examples.holders import build
 from examples.holders.app import create_app, set_fault
 from examples.holders.tokens import TiersKeys
@@ -103,8 +104,17 @@ class Territory:
     holder: ServedHolder
     citizens: list[Citizen] = field(default_factory=list)
 
-    def citizen(self, meter: str, *, recipient: str = REUSER, consent: bool = True) -> Citizen:
-        """A citizen linked to `meter`, consenting to energy coaching by `recipient`."""
+    def citizen(
+        self,
+        meter: str,
+        *,
+        recipient: str | None = REUSER,
+        consent: bool = True,
+        purpose: str = PURPOSE,
+        mode: Mode = Mode.INDIVIDUAL,
+    ) -> Citizen:
+        """A citizen linked to `meter`, consenting to `purpose` (energy coaching) by
+        `recipient` in `mode`, unless `consent` is False or `recipient` None."""
         made = builder.citizen(
             self.session,
             datasets.as_holder(self.holder.organisation),
@@ -113,6 +123,8 @@ class Territory:
             password=PASSWORD,
             actor="test",
             recipient=recipient if consent else None,
+            purpose=purpose,
+            mode=mode,
         )
         self.session.commit()
         self.citizens.append(made)

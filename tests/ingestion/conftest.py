@@ -6,59 +6,44 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from broker import territory as builder
 from broker.models import AccessGrant
-from broker.service import datasets
 from broker.territory import Citizen
 from consent.models import Mode
 from tests.anonymize.conftest import aggregate_grant
-from tests.conftest import PASSWORD, bearer_for
+from tests.conftest import bearer_for
 from tests.gateway.conftest import (  # noqa: F401  (fixtures: the holder served for real)
     ServedHolder,
     electricity,
     electricity_data,
     jwks_url,
 )
+from tests.gateway.conftest import Territory as GatewayTerritory
 
 PURPOSE = "energy-observatory"
 
 
-@dataclass
-class Territory:
-    session: Session
-    holder: ServedHolder
-    citizens: list[Citizen] = field(default_factory=list)
+class Territory(GatewayTerritory):
+    """The gateway's territory, whose citizens consent to the energy observatory."""
 
     def citizen(
         self,
         meter: str,
         *,
         recipient: str | None = "public_service",
-        mode: Mode = Mode.AGGREGATE,
+        consent: bool = True,
         purpose: str = PURPOSE,
+        mode: Mode = Mode.AGGREGATE,
     ) -> Citizen:
-        """A citizen linked to `meter`, consenting (unless `recipient` is None)."""
-        citizen = builder.citizen(
-            self.session,
-            datasets.as_holder(self.holder.organisation),
-            meter,
-            email=f"c-{uuid.uuid4().hex[:8]}@example.org",
-            password=PASSWORD,
-            actor="test",
-            recipient=recipient,
-            purpose=purpose,
-            mode=mode,
+        return super().citizen(
+            meter, recipient=recipient, consent=consent, purpose=purpose, mode=mode
         )
-        self.session.commit()
-        self.citizens.append(citizen)
-        return citizen
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def _release(dataset_id: uuid.UUID) -> uuid.UUID | None:
 def _meters(base_url: str, size: int) -> list[str] | None:
     """`size` meters the distributor names for the demo; None if it does not answer."""
     # Only the registered localhost demo holder is read (S310: no file:// here).
-    url = f"{base_url}/demo/subjects?count={(size + 1) // 2}"
+    url = f"{base_url}/demo/subjects?count={size}"
     try:
         with urlrequest.urlopen(url, timeout=10) as answer:  # noqa: S310
             return [s["prm"] for s in json.loads(answer.read())["subjects"]][:size]

@@ -77,7 +77,7 @@ class Holder:
     organisation: str
     description: dict[str, str]
     datasets: Mapping[str, Dataset]
-    # A few subjects of each kind, or up to `count` of each (the demo's panel asks for more).
+    # A few subjects, or up to `count` of them (the demo's panel asks for more).
     demo_subjects: Callable[..., list[dict[str, Any]]]
     seed: str
 
@@ -345,7 +345,9 @@ def _register_routes(app: Flask) -> None:
     def demo_subjects() -> Response:
         holder = _state().holder
         raw = request.args.get("count", "1")
-        if set(request.args) - {"count"} or not raw.isdigit() or not 1 <= int(raw) <= 500:
+        # isascii: str.isdigit() also takes "²", which int() refuses.
+        digits = raw.isascii() and raw.isdigit()
+        if set(request.args) - {"count"} or not digits or not 1 <= int(raw) <= 500:
             return problem(
                 400,
                 "invalid-parameters",

@@ -298,12 +298,13 @@ class Daily(Dataset):
             )
 
 
-def demo_subjects(fleet: Fleet, count: int = 5) -> list[dict[str, Any]]:
-    """The first `count` homes with electric heating and the first `count` without."""
+def demo_subjects(fleet: Fleet, count: int = 10) -> list[dict[str, Any]]:
+    """`count` homes: the first half of them with electric heating, the rest without."""
+    wanted = {True: count // 2, False: count - count // 2}
     chosen: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for index in range(METERS):
         meter = fleet.meter(index)
-        if len(chosen[meter.heating]) < count:
+        if len(chosen[meter.heating]) < wanted[meter.heating]:
             chosen[meter.heating].append(
                 {
                     "prm": meter.prm,
@@ -312,7 +313,7 @@ def demo_subjects(fleet: Fleet, count: int = 5) -> list[dict[str, Any]]:
                     "electric_heating": meter.heating,
                 }
             )
-        if all(len(group) == count for group in chosen.values()):
+        if all(len(chosen[kind]) == wanted[kind] for kind in chosen):
             break
     return chosen[True] + chosen[False]
 

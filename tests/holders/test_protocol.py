@@ -60,9 +60,11 @@ def test_the_demo_asks_for_more_subjects_and_bad_counts_are_refused(
     make_holder: HolderFactory,
 ) -> None:
     client = make_holder().test_client()
-    many = client.get("/demo/subjects", query_string={"count": 50}).get_json()["subjects"]
-    assert len({s["prm"] for s in many}) == 100  # 50 of each kind, all different
-    for bad in ({"count": 0}, {"count": 501}, {"count": "ten"}, {"count": 5, "district": "D01"}):
+    many = client.get("/demo/subjects", query_string={"count": 100}).get_json()["subjects"]
+    assert len({s["prm"] for s in many}) == 100  # all different
+    assert sum(s["electric_heating"] for s in many) == 50  # half of them of each kind
+    bad_counts = ({"count": 0}, {"count": 501}, {"count": "ten"}, {"count": "²"})
+    for bad in (*bad_counts, {"count": 5, "district": "D01"}):
         refused = client.get("/demo/subjects", query_string=bad)
         assert refused.status_code == 400, bad
         assert refused.mimetype == "application/problem+json"

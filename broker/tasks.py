@@ -15,6 +15,7 @@ from broker.service import credentials, datasets, erasure, notices, outbound, to
 from common import outbox as _outbox  # noqa: F401  (registers common.relay_outbox)
 from common.db import unit_of_work
 from common.keyring import app_keyring
+from consent import accounts
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def erase_closed_accounts() -> int:
     """Erase what closed accounts left once their withdrawals are settled: one transaction
     per account, so one that fails holds up no other (it is tried again next round)."""
     with unit_of_work() as session:
-        due = erasure.due(session)
+        due = accounts.closed_awaiting_erasure(session)
     erased = 0
     for citizen_id in due:
         try:

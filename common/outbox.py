@@ -11,14 +11,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
 from celery import shared_task
 from flask import Flask, current_app
-from sqlalchemy import JSON, String, Table, event, insert, or_, select
+from sqlalchemy import JSON, String, Table, event, exists, insert, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from common.clock import utcnow
@@ -71,6 +71,16 @@ def publish(
     )
     session.info["outbox_published"] = True
     return message_id
+
+
+def undelivered(session: Session, key_patterns: Sequence[str]) -> bool:
+    """Whether a message whose idempotency key matches one of these LIKE patterns is still
+    undelivered (the publisher owns its keys' format; callers ask through it)."""
+    if not key_patterns:
+        return False
+    matches = or_(*(OutboxMessage.idempotency_key.like(p) for p in key_patterns))
+    found = exists().where(OutboxMessage.delivered_at.is_(None), matches)
+    return bool(session.scalar(select(found)))
 
 
 def subscribe(app: Flask, topic: str, task_name: str) -> None:

@@ -71,6 +71,17 @@ def close_account(session: Session, citizen: Citizen, *, actor: str) -> None:
     )
 
 
+def still_sending(session: Session, subject_id: uuid.UUID) -> bool:
+    """Whether an outbox message of this citizen's consents (a withdrawal whose grants are
+    not yet revoked, its staged rows not yet dropped, its notices not yet planned) or of
+    their closing is still undelivered. The keys are consent's own (`service._record`)."""
+    consent_ids = [c.id for c in service.list_for_subject(session, subject_id)]
+    return outbox.undelivered(
+        session,
+        [f"consent.%:{c}:%" for c in consent_ids] + [f"{ACCOUNT_CLOSED}:{subject_id}"],
+    )
+
+
 def withdraw_all(session: Session, subject_id: uuid.UUID) -> int:
     """Withdraw every consent of this citizen still in force (method `account_closed`);
     returns how many. The erasure sweep calls it again, for a consent given in a request

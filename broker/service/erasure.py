@@ -14,26 +14,20 @@ import uuid
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, delete, exists, or_, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from anonymize import service as anonymize
 from audit import service as audit
 from audit.service import browse
-from broker.models import CommitteeMember, Notice, NoticeStatus, OrganisationMember
-from broker.service import notices
+from broker.models import Notice, NoticeStatus
+from broker.service import notices, organisations
 from common.clock import as_utc, utcnow
-from common.outbox import OutboxMessage
 from consent import accounts, closing, links
 from consent import service as consents
 from consent.models import ConsentStatus
 
 Outcome = Literal["erased", "waiting", "skipped"]
-
-
-def due(session: Session) -> list[uuid.UUID]:
-    """The closed accounts not erased yet, oldest closing first: `settle` each."""
-    return accounts.closed_awaiting_erasure(session)
 
 
 def settle(session: Session, citizen_id: uuid.UUID, *, grace: timedelta) -> Outcome:
@@ -48,8 +42,9 @@ def settle(session: Session, citizen_id: uuid.UUID, *, grace: timedelta) -> Outc
     closed account awaiting erasure, or another run holds it.
     """
     citizen = accounts.lock_closed(session, citizen_id)
-    if citizen is None or citizen.closed_at is None:
+    if citizen is None:
         return "skipped"
+    assert citizen.closed_at is not None  # noqa: S101 (lock_closed finds closed accounts only)
     subject_id = citizen.subject_id
     raced = closing.withdraw_all(session, subject_id)
     withdrawn = consents.list_for_subject(session, subject_id, statuses=[ConsentStatus.WITHDRAWN])
@@ -61,8 +56,7 @@ def settle(session: Session, citizen_id: uuid.UUID, *, grace: timedelta) -> Outc
         return "waiting"
     links.forget_subject(session, subject_id)
     anonymize.erase_subject(session, subject_id)
-    session.execute(delete(CommitteeMember).where(CommitteeMember.citizen_id == citizen.id))
-    session.execute(delete(OrganisationMember).where(OrganisationMember.citizen_id == citizen.id))
+    organisations.remove_memberships(session, citizen.id, actor="system")
     browse.remove_auditor(session, citizen_id=citizen.id)
     # Last: whatever the lines above logged about the citizen is shredded with the rest, and
     # what is logged about them afterwards names no one (audit.append).
@@ -73,15 +67,10 @@ def settle(session: Session, citizen_id: uuid.UUID, *, grace: timedelta) -> Outc
 
 def still_telling(session: Session, subject_id: uuid.UUID) -> bool:
     """Whether something about this citizen is still on its way: an undelivered outbox
-    message of one of their consents or of their closing (a withdrawal whose grants are not
-    yet revoked, or staged rows not yet dropped), or a notice to a recipient still pending
-    (delivered and dead ones are settled; a dead one cannot be retried once they are erased,
-    notices.retry)."""
-    consent_ids = [c.id for c in consents.list_for_subject(session, subject_id)]
-    keys: list[ColumnElement[bool]] = [
-        OutboxMessage.idempotency_key.like(f"consent.%:{c}:%") for c in consent_ids
-    ]
-    keys.append(OutboxMessage.idempotency_key == f"{closing.ACCOUNT_CLOSED}:{subject_id}")
-    in_outbox = exists().where(OutboxMessage.delivered_at.is_(None), or_(*keys))
+    message of their consents or of their closing (closing.still_sending), or a notice to a
+    recipient still pending (delivered and dead ones are settled; a dead one cannot be
+    retried once they are erased, notices.retry)."""
+    if closing.still_sending(session, subject_id):
+        return True
     pending = exists().where(Notice.subject_id == subject_id, Notice.status == NoticeStatus.PENDING)
-    return bool(session.scalar(select(in_outbox | pending)))
+    return bool(session.scalar(select(pending)))

@@ -342,6 +342,27 @@ def add_committee_member(
     return member
 
 
+def remove_memberships(session: Session, citizen_id: uuid.UUID, *, actor: str) -> None:
+    """This portal account no longer sits on the committee nor acts for an organisation (it
+    was closed). Each removal is logged as its addition was, under no citizen: the account
+    is going away."""
+    roles: list[tuple[CommitteeMember | OrganisationMember, str]] = [
+        (row, "admin:committee:remove")
+        for row in session.scalars(
+            select(CommitteeMember).where(CommitteeMember.citizen_id == citizen_id)
+        )
+    ]
+    roles += [
+        (row, "admin:member:remove")
+        for row in session.scalars(
+            select(OrganisationMember).where(OrganisationMember.citizen_id == citizen_id)
+        )
+    ]
+    for member, event in roles:
+        session.delete(member)
+        audit.append(session, event=event, actor=actor, detail={"member": str(member.id)})
+
+
 def get_committee_member(session: Session, citizen_id: uuid.UUID) -> CommitteeMember | None:
     """The membership of this portal account, or None."""
     return session.scalar(select(CommitteeMember).where(CommitteeMember.citizen_id == citizen_id))

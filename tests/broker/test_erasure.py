@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from anonymize.models import Contribution
 from audit import service as audit
-from audit.models import AuditorAccount
+from audit.models import AuditEntry, AuditorAccount
 from audit.service import browse
 from broker.models import CommitteeMember, Grant, Notice, NoticeStatus, Token
 from broker.service import erasure, organisations, tokens
@@ -68,7 +68,7 @@ def sweep(session, *, after=GRACE + timedelta(minutes=1), grace=GRACE):
     """One round of broker.erase_closed_accounts, `after` from now: how many were erased."""
     outcomes = []
     with frozen(utcnow() + after):
-        for citizen_id in erasure.due(session):
+        for citizen_id in accounts.closed_awaiting_erasure(session):
             outcomes.append(erasure.settle(session, citizen_id, grace=grace))
             session.commit()
     return outcomes.count("erased")
@@ -95,7 +95,12 @@ def test_a_closed_account_is_erased_after_the_grace_period_and_only_once(session
     }
     assert ana.erased_at is not None
     assert audit.subject_tag(session, ana.subject_id) is None  # the tag is unlinkable now
+    removals = select(AuditEntry.event).where(AuditEntry.event.like("%:remove"))
+    assert set(session.scalars(removals)) == {"admin:committee:remove", "audit:auditor:remove"}
     assert sweep(session) == 0  # idempotent
+    # An account erased, or open, or unknown, is not one the sweep settles.
+    for citizen_id in (ana.id, uuid.uuid4()):
+        assert erasure.settle(session, citizen_id, grace=GRACE) == "skipped"
 
 
 def test_an_open_account_is_never_erased(session, ana):

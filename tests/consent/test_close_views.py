@@ -98,6 +98,31 @@ def test_the_right_password_closes_the_account_and_ends_every_session(
     assert again.status_code == 302
 
 
+def test_a_token_acting_for_the_citizen_cannot_close_the_account(citizen, charter, session):
+    # An app holding the citizen's token, without their browser session: no page, no POST.
+    app_only = citizen.client.application.test_client()
+    bearer = {"Authorization": "Bearer not-a-session"}
+    assert app_only.get("/me/close", headers=bearer).status_code == 302  # to sign-in
+    refused = app_only.post("/me/close", data={"password": PASSWORD}, headers=bearer)
+    assert refused.status_code in (302, 403)
+    closed = session.scalar(
+        select(Citizen.closed_at).where(Citizen.subject_id == citizen.subject_id)
+    )
+    assert closed is None
+
+
+def test_too_many_wrong_passwords_are_refused_for_a_while(app, citizen, charter, session):
+    for _ in range(app.config["SIGN_IN_MAX_FAILURES"]):
+        assert close(citizen, password="not my password").status_code == 401
+    limited = close(citizen)  # even the right one, for a while
+    assert limited.status_code == 429
+    assert "Trop de tentatives" in limited.get_data(as_text=True)
+    closed = session.scalar(
+        select(Citizen.closed_at).where(Citizen.subject_id == citizen.subject_id)
+    )
+    assert closed is None
+
+
 def test_the_page_speaks_english_when_asked(citizen, charter):
     home = citizen.client.get("/").get_data(as_text=True)
     citizen.client.post("/language", data={"csrf_token": form_csrf(home), "lang": "en"})

@@ -290,7 +290,7 @@ def test_a_closed_account_is_erased_only_once_its_holder_was_told_by_the_link(
 
     from broker.service import erasure
     from common.clock import frozen, utcnow
-    from consent import closing
+    from consent import accounts, closing
     from consent.models import Citizen as Account
     from consent.models import HolderLink
 
@@ -306,7 +306,7 @@ def test_a_closed_account_is_erased_only_once_its_holder_was_told_by_the_link(
 
     def sweep() -> str:
         with frozen(utcnow() + timedelta(hours=2)):
-            (citizen_id,) = erasure.due(session)
+            (citizen_id,) = accounts.closed_awaiting_erasure(session)
             outcome = erasure.settle(session, citizen_id, grace=timedelta(hours=1))
         session.commit()
         return outcome

@@ -22,7 +22,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, instance_path=_instance_path())
     app.config.update(config.from_env(app.instance_path))
     app.config.update(overrides or {})
-    if proxies := int(app.config.get("PROXIES", 0)):
+    if proxies := app.config.get("PROXIES", 0):
         # X-Forwarded-For/-Proto from that many proxies, never more (werkzeug's ProxyFix).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     db.init_app(app)

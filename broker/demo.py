@@ -387,20 +387,26 @@ def _holder_urls_from_env() -> list[str]:
     return given or list(DEFAULT_HOLDER_URLS)
 
 
-def describe_holder(url: str, *, wait: float = 0.0) -> dict[str, Any] | None:
-    """What the holder at `url` says of itself (`GET {url}/datasets`), or None when it does
-    not answer within `wait` seconds."""
+def read_json(url: str, *, wait: float = 0.0) -> Any | None:
+    """The JSON document at `url` (a demo service), or None when it does not answer with one
+    within `wait` seconds (tried again every quarter second)."""
     deadline = time.monotonic() + wait
     while True:
         try:
             # Only the configured localhost demo URLs are read (S310: no file:// here).
-            with urlrequest.urlopen(f"{url.rstrip('/')}/datasets", timeout=5) as answer:  # noqa: S310
-                described = json.loads(answer.read())
-            return described if isinstance(described, dict) else None
+            with urlrequest.urlopen(url, timeout=10) as answer:  # noqa: S310
+                return json.loads(answer.read())
         except (URLError, OSError, ValueError):
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.25)
+
+
+def describe_holder(url: str, *, wait: float = 0.0) -> dict[str, Any] | None:
+    """What the holder at `url` says of itself (`GET {url}/datasets`), or None when it does
+    not answer within `wait` seconds."""
+    described = read_json(f"{url.rstrip('/')}/datasets", wait=wait)
+    return described if isinstance(described, dict) else None
 
 
 def dataset_settings(

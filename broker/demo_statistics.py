@@ -8,14 +8,10 @@ Run once Tiers serves its JWKS: the distributor checks the ingestion's token aga
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from urllib import request as urlrequest
-from urllib.error import URLError
 
 from flask import current_app
 from sqlalchemy import select
@@ -28,6 +24,7 @@ from broker.demo import (
     DEMO_PASSWORD,
     OBSERVATORY_PURPOSE,
     OBSERVATORY_SLUG,
+    read_json,
 )
 from broker.models import Dataset, Organisation
 from broker.service import datasets, ingestion, organisations
@@ -113,12 +110,10 @@ def _release(dataset_id: uuid.UUID) -> uuid.UUID | None:
 
 def _meters(base_url: str, size: int) -> list[str] | None:
     """`size` meters the distributor names for the demo; None if it does not answer."""
-    # Only the registered localhost demo holder is read (S310: no file:// here).
-    url = f"{base_url}/demo/subjects?count={size}"
+    answer = read_json(f"{base_url}/demo/subjects?count={size}")
     try:
-        with urlrequest.urlopen(url, timeout=10) as answer:  # noqa: S310
-            return [s["prm"] for s in json.loads(answer.read())["subjects"]][:size]
-    except (URLError, OSError, ValueError, KeyError, TypeError):
+        return [s["prm"] for s in answer["subjects"]][:size] if answer else None
+    except (KeyError, TypeError):
         return None
 
 
@@ -147,16 +142,8 @@ def _panel(holder: links.Holder, meters: list[str]) -> str:
 
 def _serving_jwks(wait: float) -> bool:
     """Whether Tiers answers at its issuer within `wait` seconds."""
-    url = f"{current_app.config['ISSUER'].rstrip('/')}/.well-known/jwks.json"
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            with urlrequest.urlopen(url, timeout=5):  # noqa: S310 (the configured issuer)
-                return True
-        except (URLError, OSError):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.25)
+    issuer = current_app.config["ISSUER"].rstrip("/")
+    return read_json(f"{issuer}/.well-known/jwks.json", wait=wait) is not None
 
 
 def _ingest(dataset_id: uuid.UUID) -> int:

@@ -308,9 +308,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# gunicorn hooks for --profile: from its first POST (the consent phase), each worker profiles
-# its own CPU time (cProfile with process_time: waits on the database or the clients do not
-# count) and dumps it on exit.
+def add_profile_argument(parser: argparse.ArgumentParser) -> None:
+    """`--profile DIR`, for a bench that starts gunicorn with PROFILE_HOOKS."""
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="directory: each gunicorn worker writes a cProfile of its CPU time there "
+        "(figures are then slower; read them with python -m pstats)",
+    )
+
+
+# gunicorn hooks for --profile: from its first POST (the measured phase, a consent or an
+# introspection: the bare phase only GETs), each worker profiles its own CPU time (cProfile
+# with process_time: waits on the database or the clients do not count) and dumps it on exit.
 PROFILE_HOOKS = """
 import cProfile, os, time
 
@@ -318,7 +329,7 @@ def post_fork(server, worker):
     worker.tiers_profile = None
 
 def pre_request(worker, req):
-    if worker.tiers_profile is None and req.method == "POST":  # the consent phase only
+    if worker.tiers_profile is None and req.method == "POST":  # the measured phase only
         worker.tiers_profile = cProfile.Profile(time.process_time)
         worker.tiers_profile.enable()
 
@@ -446,13 +457,7 @@ def main() -> int:
         action="store_true",
         help="no CELERY_BROKER_URL: the outbox relay runs in-process after each commit",
     )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        help="directory: each gunicorn worker writes a cProfile of its CPU time there "
-        "(figures are then slower; read them with python -m pstats)",
-    )
+    add_profile_argument(parser)
     args = parser.parse_args()
     if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 60 and 1 <= args.clients <= 256):
         parser.error("--seconds in (0, 600], --warmup in [0, 60], --clients in [1, 256]")

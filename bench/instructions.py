@@ -33,10 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The plumbing of consent_writes.py (same directory): its database and Redis, flushed.
+from consent_writes import DEFAULT_BROKER, DEFAULT_DB
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
-DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/tiers_bench"
-DEFAULT_BROKER = "redis://127.0.0.1:6379/14"  # flushed, as by bench/consent_writes.py
 WARMUP = 30  # requests of each kind before counting: caches filled, statements prepared
 PHASES = "phases.txt"
 

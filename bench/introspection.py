@@ -41,8 +41,10 @@ from urllib.parse import quote, urlencode
 # The plumbing of consent_writes.py (same directory): phases, CPU accounting, gunicorn.
 from consent_writes import (
     DEFAULT_BROKER,
+    DEFAULT_DB,
     HOST,
     REQUEST_TIMEOUT,
+    add_profile_argument,
     call,
     errors,
     flush_broker,
@@ -55,7 +57,6 @@ from consent_writes import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/tiers_bench"
 TARGET_RATIO = 0.5
 ACCESS_TOKEN_LIFE = 300  # seconds (broker.service.tokens.ACCESS_TTL): the phase must fit in it
 INTEGRATOR_PERIOD = 2.0  # seconds: broker/config.py's beat schedule for audit.integrate
@@ -229,13 +230,7 @@ def main() -> int:
         action="store_true",
         help="no CELERY_BROKER_URL: the integrator runs inside every request (tests, the demo)",
     )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        help="directory: each gunicorn worker writes a cProfile of its CPU time there "
-        "(figures are then slower; read them with python -m pstats)",
-    )
+    add_profile_argument(parser)
     args = parser.parse_args()
     if not (args.seconds > 0 and 0 <= args.warmup <= 60 and 1 <= args.clients <= 256):
         parser.error("--seconds > 0, --warmup in [0, 60], --clients in [1, 256]")

@@ -216,7 +216,9 @@ SLIDE_EVERY = timedelta(minutes=1)  # reads stay reads; the idle timeout moves o
 
 def resolve_session(session: Session, token: str, *, policy: SessionPolicy) -> LiveSession | None:
     """The citizen of a live session, or None if ended or expired. One read; when the last
-    one is over a minute old, also one write that slides the idle timeout (`slid`)."""
+    one is over a minute old, also one write that slides the idle timeout (`slid`). It reads
+    through the session's connection, with no autoflush: a session started or ended in the
+    same transaction is seen only once flushed."""
     token_hash = _token_hash(token)
     connection = session.connection()
     row = connection.execute(_LIVE, {"token_hash": token_hash}).first()

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, select, text
 
 from audit import service as audit
 from audit.models import AuditEntry
@@ -148,8 +147,10 @@ def test_a_failed_session_lookup_still_renders_the_error_page(
     with client.session_transaction() as browser:
         browser["sid"] = token
 
-    def fail(*_args, **_kwargs):
-        raise OperationalError("SELECT ...", {}, Exception("the server closed the connection"))
+    def fail(db_session, *_args, **_kwargs):
+        # A statement that fails in the request's own transaction: on PostgreSQL that
+        # transaction is then aborted, and only a rollback lets the error page read again.
+        db_session.connection().execute(text("SELECT no_such_column FROM citizen"))
 
     monkeypatch.setattr(accounts, "resolve_session", fail)
     response = client.get("/me/consents/")

@@ -13,10 +13,8 @@ from sqlalchemy.orm import Session
 
 from broker.api import datasets_blp
 from broker.models import Organisation
-from broker.service import tokens
 from broker.service.datasets import ETALAB_2_0
-from common.keyring import app_keyring
-from tests.conftest import ISSUER
+from tests.conftest import bearer_for
 
 
 def with_datasets_api(app: Flask) -> Flask:
@@ -59,14 +57,9 @@ def make_holder(
         resource_uri=resource_uri,
         **kw,
     )
-    issuer = tokens.Issuer(ISSUER, f"{ISSUER}/api", app_keyring())
-    body = tokens.client_credentials(
-        session, registered.model, issuer, scope="datasets:write", resource=None, dpop_jkt=None
-    )
-    session.commit()
     return Holder(
         registered.model.organisation,
-        {"Authorization": f"Bearer {body['access_token']}"},
+        bearer_for(session, registered.model, "datasets:write"),
         resource_uri,
     )
 

@@ -274,14 +274,14 @@ def find_open(session: Session, email: str, *, lock: bool = False) -> Citizen:
     return citizen
 
 
+# Closed, and not erased yet: what the erasure sweep still has to settle.
+AWAITING_ERASURE = Citizen.closed_at.is_not(None) & Citizen.erased_at.is_(None)
+
+
 def closed_awaiting_erasure(session: Session) -> list[uuid.UUID]:
     """The ids of closed accounts not erased yet, oldest closing first."""
     return list(
-        session.scalars(
-            select(Citizen.id)
-            .where(Citizen.closed_at.is_not(None), Citizen.erased_at.is_(None))
-            .order_by(Citizen.closed_at)
-        )
+        session.scalars(select(Citizen.id).where(AWAITING_ERASURE).order_by(Citizen.closed_at))
     )
 
 
@@ -290,11 +290,7 @@ def lock_closed(session: Session, citizen_id: uuid.UUID) -> Citizen | None:
     run of the erasure sweep holds it."""
     return session.scalar(
         select(Citizen)
-        .where(
-            Citizen.id == citizen_id,
-            Citizen.closed_at.is_not(None),
-            Citizen.erased_at.is_(None),
-        )
+        .where(Citizen.id == citizen_id, AWAITING_ERASURE)
         .with_for_update(skip_locked=True)
     )
 

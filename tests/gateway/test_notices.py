@@ -9,17 +9,24 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask, Response, jsonify, request
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.models import Notice, NoticeStatus
+from broker.service import erasure
 from broker.tasks import deliver_notice, notify_withdrawal
+from common.clock import frozen, utcnow
+from consent import accounts, closing
 from consent import service as consent_service
+from consent.models import Citizen as Account
+from consent.models import HolderLink
 from examples.holders.tokens import TiersKeys, verify_notice
 from tests.conftest import ISSUER
 from tests.gateway.conftest import Citizen, Territory, request_body, serve
@@ -112,8 +119,6 @@ def test_a_withdrawal_is_noticed_by_the_holder_and_the_reuser_each_in_its_own_te
         ("reuser", NoticeStatus.DELIVERED),
     }
     # The holder verified and recorded it (its own service, over HTTP): its meter number.
-    import requests
-
     received = requests.get(f"{territory.holder.url}/webhooks/received", timeout=5).json()[
         "notices"
     ]
@@ -286,13 +291,6 @@ def test_a_closed_account_is_erased_only_once_its_holder_was_told_by_the_link(
     served_citizen: tuple[Citizen, str],
     oauth_headers: Any,
 ) -> None:
-    from datetime import timedelta
-
-    from broker.service import erasure
-    from common.clock import frozen, utcnow
-    from consent import accounts, closing
-    from consent.models import Citizen as Account
-    from consent.models import HolderLink
 
     citizen, _ = served_citizen
     account = session.scalars(select(Account).where(Account.subject_id == citizen.subject_id)).one()
@@ -328,8 +326,6 @@ def test_a_closed_account_is_erased_only_once_its_holder_was_told_by_the_link(
     reuser_notice = session.scalars(select(Notice).where(Notice.recipient_role == "reuser")).one()
     deliver_notice.apply(args=[str(reuser_notice.id)])  # dead now: settled for the sweep
     assert sweep() == "erased"
-
-    import requests
 
     # Once at the closing (the notice the lost worker's run had sent), once planned again by
     # the sweep: both name the citizen by the meter their link kept.
